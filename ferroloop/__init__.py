@@ -1,0 +1,40 @@
+"""ferroloop: asyncio's event loop, written in Rust.
+
+Switch an asyncio program to it with one line::
+
+    ferroloop.install()                       # the default policy from now on
+    ferroloop.run(main())                     # like asyncio.run
+    asyncio.Runner(loop_factory=ferroloop.new_event_loop)
+
+or run a script unchanged with ``python -m ferroloop script.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Coroutine, TypeVar
+
+from ._ferroloop import Handle, TimerHandle
+from .loop import Loop
+from .policy import EventLoopPolicy
+
+__all__ = ["Loop", "Handle", "TimerHandle", "EventLoopPolicy", "new_event_loop", "install", "run"]
+__version__ = "0.1.0"
+
+_T = TypeVar("_T")
+
+
+def new_event_loop() -> Loop:
+    """Return a new ferroloop event loop."""
+    return Loop()
+
+
+def install() -> None:
+    """Make ferroloop the loop asyncio creates from now on (sets the policy)."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
+
+
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
+    """Run a coroutine on a new ferroloop loop, as `asyncio.run` does."""
+    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        return runner.run(main)

@@ -1,0 +1,26 @@
+"""The few private asyncio helpers ferroloop reuses, gathered in one place.
+
+They are small pure functions whose behaviour *is* the spec (message texts,
+address fast paths); importing them keeps ferroloop identical to stock
+asyncio, and keeping them here means a CPython change touches one file.
+"""
+
+from asyncio import base_events as _base_events
+from asyncio import events as _events
+
+#: Stops the loop once the future given to run_until_complete is done.
+run_until_complete_cb = _base_events._run_until_complete_cb
+#: Numeric-address fast path of asyncio's resolver (no thread hop).
+ipaddr_info = _base_events._ipaddr_info
+#: Refuses ssl.SSLSocket in the sock_* methods with asyncio's message.
+check_ssl_socket = _base_events._check_ssl_socket
+#: The handle formatter used in asyncio's slow-callback warning.
+format_handle = _base_events._format_handle
+get_running_loop = _events._get_running_loop
+set_running_loop = _events._set_running_loop
+
+
+def logger():
+    """asyncio's logger, looked up at call time: test suites patch
+    ``asyncio.base_events.logger`` and expect the loop to log through it."""
+    return _base_events.logger

@@ -1,0 +1,521 @@
+"""`Loop`: ferroloop's event loop, the public class behind `new_event_loop()`.
+
+The native base (`_ferroloop.LoopCore`) owns the hot paths: the ready queue,
+timers, the epoll reactor, `call_soon`/`call_at` and the loop turn itself.
+This class adds what runs once per loop or per run and is clearest in
+Python, written to behave exactly as asyncio's `BaseEventLoop` and
+`_UnixSelectorEventLoop` do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+import weakref
+from asyncio import coroutines, futures, tasks
+from typing import Any, Callable
+
+from . import _compat
+from ._ferroloop import LoopCore
+from .dns import ResolverMethods
+from .sockets import SocketMethods
+
+# asyncio.constants.DEBUG_STACK_DEPTH
+_DEBUG_STACK_DEPTH = 10
+
+
+def _sighandler_noop(signum, frame):
+    """Python-level no-op: the C handler's write to the wakeup fd wakes the
+    loop, which runs the real callback as a loop callback."""
+
+
+class Loop(SocketMethods, ResolverMethods, LoopCore, asyncio.AbstractEventLoop):
+    """An asyncio event loop implemented in Rust.
+
+    Use it like any asyncio loop: ``asyncio.run(main(),
+    loop_factory=...)`` (3.12+), ``asyncio.Runner(loop_factory=ferroloop.
+    new_event_loop)``, or ``ferroloop.install()`` to make it the default.
+    """
+
+    def __init__(self) -> None:
+        self._thread_id: int | None = None
+        self._exception_handler: Callable[..., Any] | None = None
+        self._task_factory: Callable[..., Any] | None = None
+        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_shutdown_called = False
+        self._asyncgens: weakref.WeakSet = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._current_handle = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth: int | None = None
+        self._pid = os.getpid()
+        self.set_debug(coroutines._is_debug_mode())
+
+    def __repr__(self) -> str:
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+    # ---- running and stopping ------------------------------------------------
+
+    def _check_closed(self) -> None:
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+
+    def _check_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if _compat.get_running_loop() is not None:
+            raise RuntimeError(
+                "Cannot run the event loop while another loop is running"
+            )
+
+    def is_running(self) -> bool:
+        return self._thread_id is not None
+
+    def run_forever(self) -> None:
+        """Run until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self.get_debug())
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            _compat.set_running_loop(self)
+            self._run_until_stopped()
+        finally:
+            self._thread_id = None
+            _compat.set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def run_until_complete(self, future):
+        """Run until the future (or coroutine) is done; return its result."""
+        self._check_closed()
+        self._check_running()
+        new_task = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if new_task:
+            # An exception raised by the loop itself is reported to the
+            # caller; don't also log "Task exception was never retrieved".
+            future._log_destroy_pending = False
+        future.add_done_callback(_compat.run_until_complete_cb)
+        try:
+            self.run_forever()
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                future.exception()
+            raise
+        finally:
+            future.remove_done_callback(_compat.run_until_complete_cb)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks, release the loop's fds and
+        shut the default executor down without waiting. User fds stay open."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if self.get_debug():
+            _compat.logger().debug("Close %r", self)
+        if self._has_signal_handles():
+            if not sys.is_finalizing() and os.getpid() == self._pid:
+                for sig in self._signal_numbers():
+                    self.remove_signal_handler(sig)
+            else:
+                warnings.warn(
+                    f"Closing the loop {self!r} on interpreter shutdown "
+                    f"stage, skipping signal handlers removal",
+                    ResourceWarning,
+                    source=self,
+                )
+        self._close_core()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    # ---- futures and tasks ---------------------------------------------------
+
+    def create_future(self) -> asyncio.Future:
+        return futures.Future(loop=self)
+
+    def create_task(self, coro, *, name=None, context=None) -> asyncio.Task:
+        self._check_closed()
+        if self._task_factory is None:
+            task = tasks.Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+        else:
+            if context is None:
+                task = self._task_factory(self, coro)
+            else:
+                task = self._task_factory(self, coro, context=context)
+            tasks._set_task_name(task, name)
+        return task
+
+    def set_task_factory(self, factory) -> None:
+        if factory is not None and not callable(factory):
+            raise TypeError("task factory must be a callable or None")
+        self._task_factory = factory
+
+    def get_task_factory(self):
+        return self._task_factory
+
+    # ---- callbacks: checks the native side asks for --------------------------
+
+    def _check_callback(self, callback, method: str) -> None:
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(
+            callback
+        ):
+            raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(
+                f"a callable object was expected by {method}(), got {callback!r}"
+            )
+
+    def _check_thread(self) -> None:
+        """Debug mode: refuse non-thread-safe calls from a foreign thread."""
+        if self._thread_id is None:
+            return
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other "
+                "than the current one"
+            )
+
+    def _report_callback_error(self, handle, exc: BaseException) -> None:
+        from asyncio import format_helpers
+
+        cb = format_helpers._format_callback_source(handle._callback, handle._args)
+        context = {
+            "message": f"Exception in callback {cb}",
+            "exception": exc,
+            "handle": handle,
+        }
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
+
+    def _log_slow_callback(self, handle, dt: float) -> None:
+        _compat.logger().warning(
+            "Executing %s took %.3f seconds", _compat.format_handle(handle), dt
+        )
+
+    # ---- error handling ------------------------------------------------------
+
+    def get_exception_handler(self):
+        return self._exception_handler
+
+    def set_exception_handler(self, handler) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(
+                f"A callable object or None is expected, got {handler!r}"
+            )
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict) -> None:
+        """Log the context on the 'asyncio' logger, as asyncio does."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        exception = context.get("exception")
+        if exception is not None:
+            exc_info: Any = (type(exception), exception, exception.__traceback__)
+        else:
+            exc_info = False
+        if (
+            "source_traceback" not in context
+            and self._current_handle is not None
+            and self._current_handle._source_traceback
+        ):
+            context["handle_traceback"] = self._current_handle._source_traceback
+        log_lines = [message]
+        for key in sorted(context):
+            if key in {"message", "exception"}:
+                continue
+            value = context[key]
+            if key == "source_traceback":
+                tb = "".join(traceback.format_list(value))
+                value = "Object created at (most recent call last):\n" + tb.rstrip()
+            elif key == "handle_traceback":
+                tb = "".join(traceback.format_list(value))
+                value = "Handle created at (most recent call last):\n" + tb.rstrip()
+            else:
+                value = repr(value)
+            log_lines.append(f"{key}: {value}")
+        _compat.logger().error("\n".join(log_lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context: dict) -> None:
+        """Pass the context to the handler; a failing handler is logged,
+        never raised (except SystemExit and KeyboardInterrupt)."""
+        if self._exception_handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                _compat.logger().error(
+                    "Exception in default exception handler", exc_info=True
+                )
+            return
+        try:
+            self._exception_handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                _compat.logger().error(
+                    "Exception in default exception handler while handling an "
+                    "unexpected error in custom exception handler",
+                    exc_info=True,
+                )
+
+    # ---- debug ---------------------------------------------------------------
+
+    @property
+    def _debug(self) -> bool:
+        return self.get_debug()
+
+    def set_debug(self, enabled: bool) -> None:
+        self._set_debug_flag(bool(enabled))
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    def _set_coroutine_origin_tracking(self, enabled: bool) -> None:
+        if bool(enabled) == bool(self._coroutine_origin_tracking_enabled):
+            return
+        if enabled:
+            self._coroutine_origin_tracking_saved_depth = (
+                sys.get_coroutine_origin_tracking_depth()
+            )
+            sys.set_coroutine_origin_tracking_depth(_DEBUG_STACK_DEPTH)
+        else:
+            sys.set_coroutine_origin_tracking_depth(
+                self._coroutine_origin_tracking_saved_depth
+            )
+        self._coroutine_origin_tracking_enabled = enabled
+
+    # ---- async generators and executors ---------------------------------------
+
+    def _asyncgen_finalizer_hook(self, agen) -> None:
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    def _asyncgen_firstiter_hook(self, agen) -> None:
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                f"loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                source=self,
+            )
+        self._asyncgens.add(agen)
+
+    async def shutdown_asyncgens(self) -> None:
+        """Close every async generator still suspended on this loop."""
+        self._asyncgens_shutdown_called = True
+        if not len(self._asyncgens):
+            return
+        closing = list(self._asyncgens)
+        self._asyncgens.clear()
+        results = await tasks.gather(
+            *[ag.aclose() for ag in closing], return_exceptions=True
+        )
+        for result, agen in zip(results, closing):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": f"an error occurred during closing of "
+                        f"asynchronous generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    async def shutdown_default_executor(self) -> None:
+        """Wait for the default executor's threads, from a helper thread so
+        the loop keeps running meanwhile."""
+        self._executor_shutdown_called = True
+        if self._default_executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        thread.start()
+        try:
+            await future
+        finally:
+            thread.join()
+
+    def _do_shutdown(self, future) -> None:
+        try:
+            self._default_executor.shutdown(wait=True)
+            if not self.is_closed():
+                self.call_soon_threadsafe(future.set_result, None)
+        except Exception as ex:
+            if not self.is_closed():
+                self.call_soon_threadsafe(future.set_exception, ex)
+
+    def _check_default_executor(self) -> None:
+        if self._executor_shutdown_called:
+            raise RuntimeError("Executor shutdown has been called")
+
+    def run_in_executor(self, executor, func, *args) -> asyncio.Future:
+        self._check_closed()
+        if self.get_debug():
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            self._check_default_executor()
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(
+                    thread_name_prefix="asyncio"
+                )
+                self._default_executor = executor
+        return futures.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor) -> None:
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError("executor must be ThreadPoolExecutor instance")
+        self._default_executor = executor
+
+    # ---- file descriptors ------------------------------------------------------
+
+    def _ensure_fd_no_transport(self, fd) -> None:
+        """Refuse to watch an fd a ferroloop transport owns (as asyncio does)."""
+        transports = getattr(self, "_transports", None)
+        if not transports:
+            return
+        fileno = fd if isinstance(fd, int) else _fileobj_to_fd(fd)
+        transport = transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(
+                f"File descriptor {fd!r} is used by transport {transport!r}"
+            )
+
+    def add_reader(self, fd, callback, *args) -> None:
+        self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
+
+    def remove_reader(self, fd) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return self._remove_reader(fd)
+
+    def add_writer(self, fd, callback, *args) -> None:
+        self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
+
+    def remove_writer(self, fd) -> bool:
+        self._ensure_fd_no_transport(fd)
+        return self._remove_writer(fd)
+
+    # ---- signals -------------------------------------------------------------
+
+    def _check_signal(self, sig) -> None:
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig: int, callback, *args) -> None:
+        """Run callback(*args) on the loop when sig arrives. The OS handler is
+        in place when this returns, so a signal sent right after is seen."""
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(
+            callback
+        ):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        try:
+            # Only the main thread may do this; Python raises ValueError
+            # elsewhere, which asyncio reports as RuntimeError.
+            signal.set_wakeup_fd(self._signal_wakeup_fd())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+        self._set_signal_handle(sig, callback, *args)
+        try:
+            signal.signal(sig, _sighandler_noop)
+            # Restart interrupted system calls instead of failing with EINTR.
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            self._pop_signal_handle(sig)
+            if not self._has_signal_handles():
+                try:
+                    signal.set_wakeup_fd(-1)
+                except (ValueError, OSError) as nexc:
+                    _compat.logger().info("set_wakeup_fd(-1) failed: %s", nexc)
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught")
+            raise
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove the handler for sig; True if there was one."""
+        self._check_signal(sig)
+        if not self._pop_signal_handle(sig):
+            return False
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught")
+            raise
+        if not self._has_signal_handles():
+            try:
+                signal.set_wakeup_fd(-1)
+            except (ValueError, OSError) as exc:
+                _compat.logger().info("set_wakeup_fd(-1) failed: %s", exc)
+        return True
+
+    @property
+    def _signal_handlers(self) -> dict:
+        return {sig: True for sig in self._signal_numbers()}
+
+    @property
+    def _scheduled(self) -> list:
+        # Only its length is meaningful to callers (asyncio's own tests).
+        return [None] * self._timer_count()
+
+
+def _fileobj_to_fd(fileobj) -> int:
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd

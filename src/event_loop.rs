@@ -1,0 +1,646 @@
+//! `LoopCore`: the native base of `ferroloop.Loop`. It owns the ready queue,
+//! the timer heap, the reactor, the self-pipe and the signal table, and runs
+//! loop turns. Everything that happens once per run or per loop (asyncgen
+//! hooks, executors, exception-handler policy) is in the Python subclass.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
+
+use crate::handles::{is_fatal, Handle, RunOutcome, TimerHandle};
+use crate::reactor::{Reactor, Readiness};
+use crate::self_pipe::SelfPipe;
+use crate::signals::SignalHandlers;
+use crate::timers::{monotonic, monotonic_resolution, TimerHeap};
+
+/// Longest single poll, as asyncio's `MAXIMUM_SELECT_TIMEOUT` (one day).
+const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
+
+#[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
+pub struct LoopCore {
+    ready: crate::ready_queue::ReadyQueue,
+    timers: Mutex<TimerHeap>,
+    reactor: Reactor,
+    self_pipe: SelfPipe,
+    signals: SignalHandlers,
+    /// Scratch buffers reused across turns (only the running thread uses them).
+    batch: Mutex<VecDeque<Py<Handle>>>,
+    io_events: Mutex<Vec<(RawFd, Readiness)>>,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    slow_callback_duration: AtomicU64,
+    clock_resolution: f64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let py = obj.py();
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", obj.repr().map(|r| r.to_string()).unwrap_or_default()));
+        match obj.call_method0("fileno").and_then(|f| f.call_method0("__index__")) {
+            Ok(v) => v.extract()?,
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || e.is_instance_of::<PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py) =>
+            {
+                return Err(invalid())
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
+}
+
+impl LoopCore {
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(PyRuntimeError::new_err("Event loop is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn is_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    /// The checks asyncio makes only in debug mode, plus the one we always
+    /// make: a non-callable is refused where it is passed, not when it runs.
+    #[inline]
+    fn check_callback(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        thread_check: bool,
+    ) -> PyResult<()> {
+        if slf.get().is_debug() {
+            if thread_check {
+                slf.call_method0("_check_thread")?;
+            }
+            slf.call_method1("_check_callback", (callback, method))?;
+        } else if !callback.is_callable() {
+            slf.call_method1("_check_callback", (callback, method))?;
+        }
+        Ok(())
+    }
+
+    fn source_traceback(py: Python<'_>, debug: bool) -> PyResult<Option<PyObject>> {
+        if !debug {
+            return Ok(None);
+        }
+        // No Python frame exists for this native method, so frame 0 is the caller.
+        let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
+        let tb = py
+            .import("asyncio.format_helpers")?
+            .call_method1("extract_stack", (frame,))?;
+        Ok(Some(tb.unbind()))
+    }
+
+    fn context_or_current(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyObject> {
+        match context {
+            Some(c) if !c.is_none() => Ok(c.clone().unbind()),
+            // SAFETY: returns a new reference or NULL with an exception set.
+            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
+                .map(Bound::unbind),
+        }
+    }
+
+    fn new_handle(
+        &self,
+        py: Python<'_>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let ctx = Self::context_or_current(py, context)?;
+        let tb = Self::source_traceback(py, self.is_debug())?;
+        Py::new(
+            py,
+            Handle::new(callback.clone().unbind(), args.clone().unbind(), ctx, tb),
+        )
+    }
+
+    fn schedule_timer(
+        &self,
+        py: Python<'_>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let ctx = Self::context_or_current(py, context)?;
+        let tb = Self::source_traceback(py, self.is_debug())?;
+        let mut timers = lock(&self.timers);
+        let handle = Handle::new_timer(
+            when,
+            callback.clone().unbind(),
+            args.clone().unbind(),
+            ctx,
+            tb,
+            timers.stats.clone(),
+        );
+        let timer = Bound::new(py, PyClassInitializer::from(handle).add_subclass(TimerHandle {}))?;
+        timers.push(timer.as_super().clone().unbind());
+        Ok(timer.unbind())
+    }
+
+    /// Polls for I/O and queues what became ready, then the due timers.
+    fn collect_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let timeout = {
+            let mut timers = lock(&this.timers);
+            timers.purge_cancelled();
+            if !this.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
+                Some(0.0)
+            } else {
+                timers
+                    .next_deadline()
+                    .map(|when| (when - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT))
+            }
+        };
+        let mut events = std::mem::take(&mut *lock(&this.io_events));
+        let polled = this.reactor.poll(py, timeout, &mut events);
+        let dispatched = polled
+            .map_err(PyErr::from)
+            .and_then(|()| Self::dispatch_io(slf, &events));
+        events.clear();
+        *lock(&this.io_events) = events;
+        dispatched?;
+        // Run Python-level signal handlers now (Ctrl-C's KeyboardInterrupt
+        // among them), as a selector's interrupted poll would.
+        // SAFETY: GIL held; returns -1 with an exception set if a handler raised.
+        if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let end = monotonic() + this.clock_resolution;
+        lock(&this.timers).pop_due(end, |h| this.ready.push(h));
+        Ok(())
+    }
+
+    fn dispatch_io(slf: &Bound<'_, Self>, events: &[(RawFd, Readiness)]) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let pipe_fd = this.self_pipe.read_fd();
+        for &(fd, readiness) in events {
+            if fd == pipe_fd {
+                let mut sigs = Vec::new();
+                this.self_pipe.drain(&mut sigs);
+                for sig in sigs {
+                    Self::dispatch_signal(slf, sig as i32)?;
+                }
+                continue;
+            }
+            let (reader, writer) = this.reactor.get(py, fd);
+            if readiness.readable {
+                if let Some(h) = reader {
+                    if h.get().is_cancelled() {
+                        Self::remove_watch(this, py, fd, false)?;
+                    } else {
+                        this.ready.push(h);
+                    }
+                }
+            }
+            if readiness.writable {
+                if let Some(h) = writer {
+                    if h.get().is_cancelled() {
+                        Self::remove_watch(this, py, fd, true)?;
+                    } else {
+                        this.ready.push(h);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch_signal(slf: &Bound<'_, Self>, sig: i32) -> PyResult<()> {
+        let this = slf.get();
+        if let Some(h) = this.signals.get(slf.py(), sig) {
+            if h.get().is_cancelled() {
+                slf.call_method1("remove_signal_handler", (sig,))?;
+            } else {
+                this.ready.push(h);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> PyResult<bool> {
+        let old = self.reactor.set(fd, write, None).map_err(PyErr::from)?;
+        Ok(match old {
+            Some(h) => {
+                h.get().cancel_quietly(py);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Runs one turn's snapshot of the ready queue.
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut batch = std::mem::take(&mut *lock(&this.batch));
+        this.ready.take_all(&mut batch);
+        let debug = this.is_debug();
+        let mut result = Ok(());
+        while let Some(handle) = batch.pop_front() {
+            let h = handle.get();
+            let outcome = if debug {
+                Self::run_debug(slf, &handle)
+            } else {
+                Ok(h.run(py))
+            };
+            let err = match outcome {
+                Ok(RunOutcome::Failed(err)) => {
+                    if is_fatal(py, &err) {
+                        Some(err)
+                    } else {
+                        slf.call_method1("_report_callback_error", (&handle, err.value(py)))
+                            .err()
+                    }
+                }
+                Ok(_) => None,
+                Err(err) => Some(err),
+            };
+            if let Some(err) = err {
+                // Leave what this turn did not reach for the next run, in order.
+                this.ready.restore_front(&mut batch);
+                result = Err(err);
+                break;
+            }
+        }
+        *lock(&this.batch) = batch;
+        result
+    }
+
+    /// Debug mode: remember the current handle and log slow callbacks.
+    fn run_debug(slf: &Bound<'_, Self>, handle: &Py<Handle>) -> PyResult<RunOutcome> {
+        let py = slf.py();
+        let this = slf.get();
+        slf.setattr("_current_handle", handle)?;
+        let t0 = monotonic();
+        let outcome = handle.get().run(py);
+        let dt = monotonic() - t0;
+        slf.setattr("_current_handle", py.None())?;
+        if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
+            slf.call_method1("_log_slow_callback", (handle, dt))?;
+        }
+        Ok(outcome)
+    }
+}
+
+impl Handle {
+    /// Cancels without the Python method-call overhead; the py token proves
+    /// the GIL is held while the callback is released.
+    pub(crate) fn cancel_quietly(&self, _py: Python<'_>) {
+        self.cancel_internal();
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let reactor = Reactor::new()?;
+        let self_pipe = SelfPipe::new()?;
+        reactor.watch_internal(self_pipe.read_fd())?;
+        Ok(LoopCore {
+            ready: Default::default(),
+            timers: Mutex::new(TimerHeap::default()),
+            reactor,
+            self_pipe,
+            signals: SignalHandlers::default(),
+            batch: Mutex::new(VecDeque::new()),
+            io_events: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
+            clock_resolution: monotonic_resolution(),
+        })
+    }
+
+    /// The loop clock (monotonic seconds, the same clock as `time.monotonic`).
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        Self::check_callback(slf, callback, "call_soon", true)?;
+        let handle = this.new_handle(slf.py(), callback, args, context)?;
+        this.ready.push(handle.clone_ref(slf.py()));
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        Self::check_callback(slf, callback, "call_soon_threadsafe", false)?;
+        let handle = this.new_handle(slf.py(), callback, args, context)?;
+        this.ready.push(handle.clone_ref(slf.py()));
+        this.self_pipe.wake();
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        Self::call_at_impl(slf, monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::call_at_impl(slf, when, callback, args, context)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// Native half of `set_debug`; the Python side also adjusts coroutine
+    /// origin tracking.
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self) -> f64 {
+        f64::from_bits(self.slow_callback_duration.load(Ordering::Relaxed))
+    }
+
+    #[getter(slow_callback_duration)]
+    fn slow_callback_duration_get(&self) -> f64 {
+        self.get_slow_callback_duration()
+    }
+
+    #[setter(slow_callback_duration)]
+    fn slow_callback_duration_set(&self, value: f64) {
+        self.slow_callback_duration
+            .store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    /// One loop turn: poll, queue ready I/O and due timers, run the snapshot.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::collect_ready(slf)?;
+        Self::run_ready(slf)
+    }
+
+    /// Turns until `stop()`; the Python `run_forever` wraps this with the
+    /// per-run set-up and tear-down.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let result = loop {
+            if let Err(e) = Self::_run_once(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        result
+    }
+
+    // ---- file descriptors -------------------------------------------------
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watch(slf, fd, callback, args, false, "add_reader")
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watch(slf, fd, callback, args, true, "add_writer")
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        this.remove_watch(slf.py(), fd, false)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        this.remove_watch(slf.py(), fd, true)
+    }
+
+    /// (reader handle, writer handle) watching `fd`.
+    fn _get_watch(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let fd = fileobj_to_fd(fd)?;
+        Ok(slf.get().reactor.get(slf.py(), fd))
+    }
+
+    // ---- signals -----------------------------------------------------------
+
+    /// Fd for `signal.set_wakeup_fd`, so signals wake a sleeping loop.
+    fn _signal_wakeup_fd(&self) -> RawFd {
+        self.self_pipe.write_fd()
+    }
+
+    #[pyo3(signature = (sig, callback, *args))]
+    fn _set_signal_handle(
+        slf: &Bound<'_, Self>,
+        sig: i32,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let handle = this.new_handle(py, callback, args, None)?;
+        if let Some(old) = this.signals.set(sig, handle) {
+            old.get().cancel_quietly(py);
+        }
+        Ok(())
+    }
+
+    fn _pop_signal_handle(&self, sig: i32) -> bool {
+        self.signals.remove(sig).is_some()
+    }
+
+    fn _signal_numbers(&self) -> Vec<i32> {
+        self.signals.signals()
+    }
+
+    fn _has_signal_handles(&self) -> bool {
+        !self.signals.is_empty()
+    }
+
+    // ---- introspection used by asyncio's own tests and tools ----------------
+
+    /// Snapshot of the handles waiting to run (asyncio's `loop._ready`).
+    #[getter]
+    fn _ready<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut tmp = VecDeque::new();
+        this.ready.take_all(&mut tmp);
+        let list = PyList::new(py, tmp.iter().map(|h| h.clone_ref(py)))?;
+        this.ready.restore_front(&mut tmp);
+        Ok(list)
+    }
+
+    /// Number of pending timers (asyncio's `len(loop._scheduled)`).
+    fn _timer_count(&self) -> usize {
+        lock(&self.timers).len()
+    }
+
+    // ---- shutdown ----------------------------------------------------------
+
+    /// Native half of `close()`: drops every queued handle and watch and
+    /// releases the loop's own fds. User fds are never closed.
+    fn _close_core(slf: &Bound<'_, Self>) {
+        let this = slf.get();
+        if this.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Gather everything first and drop it after the locks are released:
+        // dropping a handle can run arbitrary Python finalizers.
+        let ready = this.ready.clear();
+        let timers = lock(&this.timers).clear();
+        let watches = this.reactor.take_all();
+        let signals: Vec<_> = this
+            .signals
+            .signals()
+            .into_iter()
+            .filter_map(|s| this.signals.remove(s))
+            .collect();
+        this.reactor.close();
+        this.self_pipe.close();
+        for h in timers.iter() {
+            h.get().scheduled.store(false, Ordering::Relaxed);
+        }
+        drop((ready, timers, watches, signals));
+    }
+}
+
+impl LoopCore {
+    fn call_at_impl(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        Self::check_callback(slf, callback, "call_at", true)?;
+        this.schedule_timer(slf.py(), when, callback, args, context)
+    }
+
+    fn add_watch(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        write: bool,
+        method: &str,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let fd = fileobj_to_fd(fd)?;
+        Self::check_callback(slf, callback, method, true)?;
+        let handle = this.new_handle(py, callback, args, None)?;
+        let old = this
+            .reactor
+            .set(fd, write, Some(handle.clone_ref(py)))
+            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+        if let Some(old) = old {
+            old.get().cancel_quietly(py);
+        }
+        Ok(handle)
+    }
+}

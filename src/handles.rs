@@ -1,0 +1,335 @@
+//! `Handle` and `TimerHandle`: one scheduled callback with its arguments and
+//! `contextvars` context, as asyncio hands them out from `call_soon`/`call_at`.
+//!
+//! A timer's deadline lives in the same struct (`when` is NaN for plain
+//! handles) so the ready queue, the timer heap and the reactor all store one
+//! type, `Py<Handle>`, and `TimerHandle` is a thin Python-visible subclass.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+/// Shared with the loop's timer heap: how many scheduled timers were
+/// cancelled, so the heap knows when a rebuild pays off. Shared by `Arc`
+/// instead of a back-reference so a handle never keeps its loop alive.
+#[derive(Default)]
+pub struct TimerStats {
+    pub cancelled: AtomicUsize,
+}
+
+pub(crate) struct Callback {
+    pub func: PyObject,
+    pub args: Py<PyTuple>,
+}
+
+#[pyclass(module = "ferroloop", subclass, weakref, frozen)]
+pub struct Handle {
+    /// Dropped on `cancel()` so a cancelled handle releases what it captured.
+    callback: Mutex<Option<Callback>>,
+    context: PyObject,
+    cancelled: AtomicBool,
+    source_traceback: Option<PyObject>,
+    /// Deadline on the loop clock; NaN for plain handles.
+    pub(crate) when: f64,
+    /// True while the timer sits in the loop's heap.
+    pub(crate) scheduled: AtomicBool,
+    timer_stats: Option<Arc<TimerStats>>,
+}
+
+/// What running a handle produced: nothing to do, or the callback's error.
+pub(crate) enum RunOutcome {
+    Skipped,
+    Ran,
+    Failed(PyErr),
+}
+
+impl Handle {
+    pub(crate) fn new(
+        func: PyObject,
+        args: Py<PyTuple>,
+        context: PyObject,
+        source_traceback: Option<PyObject>,
+    ) -> Self {
+        Handle {
+            callback: Mutex::new(Some(Callback { func, args })),
+            context,
+            cancelled: AtomicBool::new(false),
+            source_traceback,
+            when: f64::NAN,
+            scheduled: AtomicBool::new(false),
+            timer_stats: None,
+        }
+    }
+
+    pub(crate) fn new_timer(
+        when: f64,
+        func: PyObject,
+        args: Py<PyTuple>,
+        context: PyObject,
+        source_traceback: Option<PyObject>,
+        stats: Arc<TimerStats>,
+    ) -> Self {
+        let mut h = Handle::new(func, args, context, source_traceback);
+        h.when = when;
+        h.timer_stats = Some(stats);
+        h
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn callback_parts(&self, py: Python<'_>) -> Option<(PyObject, Py<PyTuple>)> {
+        let guard = self.callback.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .map(|cb| (cb.func.clone_ref(py), cb.args.clone_ref(py)))
+    }
+
+    /// Calls the callback inside its context, the way `Context.run` would.
+    pub(crate) fn run(&self, py: Python<'_>) -> RunOutcome {
+        if self.is_cancelled() {
+            return RunOutcome::Skipped;
+        }
+        let Some((func, args)) = self.callback_parts(py) else {
+            return RunOutcome::Skipped;
+        };
+        // SAFETY: every pointer is a live, owned object for the whole block and
+        // the GIL is held; enter/exit are paired as Context.run pairs them.
+        unsafe {
+            let ctx = self.context.as_ptr();
+            if ffi::PyContext_Enter(ctx) < 0 {
+                return RunOutcome::Failed(PyErr::fetch(py));
+            }
+            let argp = args.as_ptr();
+            let n = ffi::PyTuple_GET_SIZE(argp);
+            let res = if n == 0 {
+                ffi::PyObject_CallNoArgs(func.as_ptr())
+            } else if n == 1 {
+                ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(argp, 0))
+            } else {
+                ffi::PyObject_Call(func.as_ptr(), argp, std::ptr::null_mut())
+            };
+            // Exit even when the call failed; keep the call's error, not exit's.
+            let err = if res.is_null() {
+                Some(PyErr::fetch(py))
+            } else {
+                ffi::Py_DECREF(res);
+                None
+            };
+            if ffi::PyContext_Exit(ctx) < 0 {
+                let exit_err = PyErr::fetch(py);
+                return RunOutcome::Failed(err.unwrap_or(exit_err));
+            }
+            match err {
+                Some(e) => RunOutcome::Failed(e),
+                None => RunOutcome::Ran,
+            }
+        }
+    }
+
+    fn format_repr(&self, py: Python<'_>, class_name: &str) -> PyResult<String> {
+        let mut info: Vec<String> = vec![class_name.to_owned()];
+        if self.is_cancelled() {
+            info.push("cancelled".to_owned());
+        }
+        if !self.when.is_nan() {
+            info.push(format!("when={}", float_repr(py, self.when)?));
+        }
+        if let Some((func, args)) = self.callback_parts(py) {
+            let helpers = py.import("asyncio.format_helpers")?;
+            let src = helpers.call_method1("_format_callback_source", (func, args))?;
+            info.push(src.extract::<String>()?);
+        }
+        if let Some(tb) = &self.source_traceback {
+            let tb = tb.bind(py);
+            let n = tb.len()?;
+            if n > 0 {
+                let frame = tb.get_item(n - 1)?;
+                let file: String = frame.get_item(0)?.extract()?;
+                let line: i64 = frame.get_item(1)?.extract()?;
+                info.push(format!("created at {file}:{line}"));
+            }
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    pub(crate) fn cancel_internal(&self) {
+        if self.cancelled.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(stats) = &self.timer_stats {
+            if self.scheduled.load(Ordering::Relaxed) {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Take the callback out under the lock but drop it after: its
+        // finalizers may run Python code that touches this handle again.
+        let taken = self
+            .callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(taken);
+    }
+}
+
+fn float_repr(py: Python<'_>, v: f64) -> PyResult<String> {
+    Ok(pyo3::types::PyFloat::new(py, v).repr()?.to_string())
+}
+
+#[pymethods]
+impl Handle {
+    /// Handles are created by the loop; this exists so the class can be
+    /// inspected and documented, not constructed by users.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Err(PyRuntimeError::new_err(
+            "ferroloop handles are created by the loop (call_soon, call_later, call_at)",
+        ))
+    }
+
+    /// Cancel the callback; does nothing if it already ran or was cancelled.
+    fn cancel(&self) {
+        self.cancel_internal();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> PyObject {
+        self.context.clone_ref(py)
+    }
+
+    /// Run the callback now, reporting errors as the loop would. Kept for
+    /// code written against asyncio's private `Handle._run`.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if let RunOutcome::Failed(err) = slf.get().run(py) {
+            if is_fatal(py, &err) {
+                return Err(err);
+            }
+            let loop_ = py
+                .import("asyncio.events")?
+                .call_method0("get_event_loop")?;
+            loop_.call_method1("_report_callback_error", (slf, err.value(py)))?;
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Option<PyObject> {
+        self.callback_parts(py).map(|(f, _)| f)
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.callback_parts(py).map(|(_, a)| a)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> PyObject {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Option<PyObject> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let name = slf.get_type().name()?;
+        slf.get().format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?)
+    }
+}
+
+/// KeyboardInterrupt and SystemExit leave the loop; everything else raised by
+/// a callback goes to the exception handler.
+pub(crate) fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+}
+
+/// A handle with a deadline, returned by `call_later` and `call_at`.
+#[pyclass(module = "ferroloop", extends = Handle, frozen)]
+pub struct TimerHandle {}
+
+impl TimerHandle {
+    fn base<'a>(slf: &'a Bound<'_, Self>) -> &'a Handle {
+        slf.as_super().get()
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    /// The absolute deadline on the loop's clock (`loop.time()`).
+    fn when(slf: &Bound<'_, Self>) -> f64 {
+        Self::base(slf).when
+    }
+
+    #[getter]
+    fn _when(slf: &Bound<'_, Self>) -> f64 {
+        Self::base(slf).when
+    }
+
+    #[getter]
+    fn _scheduled(slf: &Bound<'_, Self>) -> bool {
+        Self::base(slf).scheduled.load(Ordering::Relaxed)
+    }
+
+    fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+        // asyncio hashes a timer by its deadline alone.
+        pyo3::types::PyFloat::new(slf.py(), Self::base(slf).when).hash()
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<PyObject> {
+        use pyo3::basic::CompareOp::*;
+        let py = slf.py();
+        let Ok(other) = other.downcast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (Self::base(slf), Self::base(other));
+        let result = match op {
+            Lt => a.when < b.when,
+            Gt => a.when > b.when,
+            Le => a.when < b.when || handles_equal(py, a, b)?,
+            Ge => a.when > b.when || handles_equal(py, a, b)?,
+            Eq => handles_equal(py, a, b)?,
+            Ne => !handles_equal(py, a, b)?,
+        };
+        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+    }
+}
+
+/// asyncio's TimerHandle equality: same deadline, callback, args and state.
+fn handles_equal(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
+    if std::ptr::eq(a, b) {
+        return Ok(true);
+    }
+    if a.when != b.when || a.is_cancelled() != b.is_cancelled() {
+        return Ok(false);
+    }
+    match (a.callback_parts(py), b.callback_parts(py)) {
+        (None, None) => Ok(true),
+        (Some((fa, aa)), Some((fb, ab))) => {
+            Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)
+        }
+        _ => Ok(false),
+    }
+}

@@ -1,0 +1,23 @@
+//! ferroloop's native engine: asyncio's event loop in Rust.
+//!
+//! One module per concept: `handles` (scheduled callbacks), `ready_queue`,
+//! `timers` (heap and clock), `reactor` (epoll), `self_pipe` (wake-ups),
+//! `signals`, and `event_loop` (the turn that ties them together).
+
+use pyo3::prelude::*;
+
+pub mod event_loop;
+pub mod handles;
+pub mod reactor;
+pub mod ready_queue;
+pub mod self_pipe;
+pub mod signals;
+pub mod timers;
+
+#[pymodule]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `TimerHeap`: every pending `call_at`/`call_later`, ordered by deadline and
+//! then by scheduling order, plus the loop clock.
+//!
+//! Cancelling is O(1): the handle is only flagged and counted. The heap drops
+//! cancelled entries when they reach the top, or rebuilds itself once more than
+//! half of a large heap is cancelled (asyncio's rule), so a storm of
+//! `wait_for` timeouts that never fire cannot grow it without bound.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use crate::handles::{Handle, TimerStats};
+
+/// Rebuild only heaps at least this large (asyncio's `_MIN_SCHEDULED_TIMER_HANDLES`).
+const MIN_HEAP_FOR_REBUILD: usize = 100;
+
+struct Entry {
+    when: f64,
+    seq: u64,
+    handle: Py<Handle>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == CmpOrdering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed so std's max-heap pops the earliest deadline first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other
+            .when
+            .total_cmp(&self.when)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+pub struct TimerHeap {
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+    pub stats: Arc<TimerStats>,
+}
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            stats: Arc::new(TimerStats::default()),
+        }
+    }
+}
+
+impl TimerHeap {
+    pub fn push(&mut self, handle: Py<Handle>) {
+        let h = handle.get();
+        h.scheduled.store(true, Ordering::Relaxed);
+        let when = h.when;
+        self.next_seq += 1;
+        self.heap.push(Entry {
+            when,
+            seq: self.next_seq,
+            handle,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Drops cancelled timers: all of them when they dominate a large heap,
+    /// otherwise only those at the top (which would decide the poll timeout).
+    pub fn purge_cancelled(&mut self) {
+        let cancelled = self.stats.cancelled.load(Ordering::Relaxed);
+        if self.heap.len() > MIN_HEAP_FOR_REBUILD && cancelled * 2 > self.heap.len() {
+            let mut kept = Vec::with_capacity(self.heap.len() - cancelled.min(self.heap.len()));
+            for e in std::mem::take(&mut self.heap).into_vec() {
+                let h = e.handle.get();
+                if h.is_cancelled() {
+                    h.scheduled.store(false, Ordering::Relaxed);
+                } else {
+                    kept.push(e);
+                }
+            }
+            self.heap = BinaryHeap::from(kept);
+            self.stats.cancelled.store(0, Ordering::Relaxed);
+        } else {
+            while let Some(top) = self.heap.peek() {
+                let h = top.handle.get();
+                if !h.is_cancelled() {
+                    break;
+                }
+                h.scheduled.store(false, Ordering::Relaxed);
+                self.heap.pop();
+                let _ = self.stats.cancelled.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |c| Some(c.saturating_sub(1)),
+                );
+            }
+        }
+    }
+
+    /// Deadline of the earliest timer, if any.
+    pub fn next_deadline(&self) -> Option<f64> {
+        self.heap.peek().map(|e| e.when)
+    }
+
+    /// Pops timers due before `end` (cancelled ones too: the runner skips
+    /// them) and hands each to `sink` in deadline order.
+    pub fn pop_due(&mut self, end: f64, mut sink: impl FnMut(Py<Handle>)) {
+        while let Some(top) = self.heap.peek() {
+            if top.when >= end {
+                break;
+            }
+            let e = self.heap.pop().expect("peeked");
+            let h = e.handle.get();
+            h.scheduled.store(false, Ordering::Relaxed);
+            if h.is_cancelled() {
+                let _ = self.stats.cancelled.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |c| Some(c.saturating_sub(1)),
+                );
+                continue;
+            }
+            sink(e.handle);
+        }
+    }
+
+    pub fn clear(&mut self) -> Vec<Py<Handle>> {
+        self.stats.cancelled.store(0, Ordering::Relaxed);
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|e| e.handle)
+            .collect()
+    }
+}
+
+/// The loop clock: `CLOCK_MONOTONIC` in seconds, the clock behind
+/// `time.monotonic()`, so values mix with code that reads that directly.
+pub fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Resolution of `monotonic()`, as `time.get_clock_info('monotonic')` says.
+pub fn monotonic_resolution() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes into the timespec we own.
+    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}

@@ -1,0 +1,549 @@
+"""call_soon / call_later / call_at / call_soon_threadsafe, handles, time,
+contextvars."""
+
+import asyncio
+import contextvars
+import functools
+import threading
+import time
+
+import pytest
+
+from conftest import run
+
+# Stock asyncio may run a timer up to its clock resolution early.
+EPS = 1e-6
+
+
+def test_call_soon_fifo(loop):
+    out = []
+    for i in range(100):
+        loop.call_soon(out.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == list(range(100))
+
+
+def test_call_soon_args(loop):
+    out = []
+
+    def cb(*args):
+        out.append(args)
+
+    loop.call_soon(cb)
+    loop.call_soon(cb, 1)
+    loop.call_soon(cb, 1, "two", None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [(), (1,), (1, "two", None)]
+
+
+def test_call_soon_partial_and_bound_method(loop):
+    out = []
+
+    class Obj:
+        def meth(self, x):
+            out.append(("meth", x))
+
+    loop.call_soon(functools.partial(out.append, "partial"))
+    loop.call_soon(Obj().meth, 5)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["partial", ("meth", 5)]
+
+
+def test_call_soon_returns_handle(loop):
+    h = loop.call_soon(lambda: None)
+    assert isinstance(h, asyncio.Handle)
+    assert not h.cancelled()
+    h.cancel()
+    assert h.cancelled()
+
+
+def test_callbacks_scheduled_during_turn_run_next_turn(loop):
+    out = []
+
+    def a():
+        out.append("a")
+        loop.call_soon(out.append, "a-child")
+
+    def b():
+        out.append("b")
+        loop.call_soon(out.append, "b-child")
+
+    loop.call_soon(a)
+    loop.call_soon(b)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["a", "b"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["a", "b", "a-child", "b-child"]
+
+
+def test_call_soon_non_callable_debug_raises(loop):
+    loop.set_debug(True)
+    with pytest.raises(TypeError):
+        loop.call_soon(1)
+    with pytest.raises(TypeError):
+        loop.call_soon("not callable")
+
+
+def test_call_soon_non_callable_fails_somewhere(loop):
+    # Stock asyncio only checks callability in debug mode; without debug the
+    # error surfaces when the callback runs (via the exception handler).
+    # Either way the bad callback must be reported as a TypeError.
+    errors = []
+    loop.set_exception_handler(lambda l, ctx: errors.append(ctx))
+    try:
+        loop.call_soon(1)
+    except TypeError:
+        return
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(errors) == 1
+    assert isinstance(errors[0].get("exception"), TypeError)
+
+
+def test_call_soon_coroutine_debug_raises(loop):
+    loop.set_debug(True)
+
+    async def coro_fn():
+        pass
+
+    with pytest.raises(TypeError, match="coroutines cannot be used with "
+                                        "call_soon()"):
+        loop.call_soon(coro_fn)
+    coro = coro_fn()
+    try:
+        with pytest.raises(TypeError, match="coroutines cannot be used with "
+                                            "call_soon()"):
+            loop.call_soon(coro)
+    finally:
+        coro.close()
+
+
+def test_call_later_and_call_at_coroutine_debug_raises(loop):
+    loop.set_debug(True)
+
+    async def coro_fn():
+        pass
+
+    # (stock asyncio names call_at() here, as call_later delegates to it)
+    with pytest.raises(TypeError, match="coroutines cannot be used with "):
+        loop.call_later(0.1, coro_fn)
+    with pytest.raises(TypeError, match="coroutines cannot be used with "
+                                        "call_at()"):
+        loop.call_at(loop.time() + 1, coro_fn)
+    with pytest.raises(TypeError, match="coroutines cannot be used with "
+                                        "call_soon_threadsafe()"):
+        loop.call_soon_threadsafe(coro_fn)
+
+
+def test_call_later_none_delay_raises(loop):
+    with pytest.raises(TypeError):
+        loop.call_later(None, lambda: None)
+
+
+def test_call_at_none_when_raises(loop):
+    with pytest.raises(TypeError):
+        loop.call_at(None, lambda: None)
+
+
+def test_call_later_fires_not_before_delay(loop):
+    fired = []
+    t0 = loop.time()
+    loop.call_later(0.05, lambda: fired.append(loop.time()))
+    loop.call_later(0.06, loop.stop)
+    run_guard = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    run_guard.cancel()
+    assert len(fired) == 1
+    assert fired[0] - t0 >= 0.05 - EPS
+
+
+def test_call_later_zero_and_negative_delay(loop):
+    out = []
+    loop.call_later(0, out.append, "zero")
+    loop.call_later(-1, out.append, "negative")
+    loop.call_later(0.01, loop.stop)
+    guard = loop.call_later(5, loop.stop)
+    loop.run_forever()
+    guard.cancel()
+    assert sorted(out) == ["negative", "zero"]
+    # Negative delay means an earlier deadline.
+    assert out == ["negative", "zero"]
+
+
+def test_negative_delay_timer_runs_after_ready_callbacks(loop):
+    # A past-due timer is moved to the ready queue at the start of the next
+    # iteration, so call_soon callbacks already queued run first.
+    out = []
+    loop.call_later(-10, out.append, "timer")
+    loop.call_soon(out.append, "soon")
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert out == ["soon", "timer"]
+
+
+def test_call_at_runs_at_deadline(loop):
+    fired = []
+    when = loop.time() + 0.03
+    h = loop.call_at(when, lambda: fired.append(loop.time()))
+    assert h.when() == when
+    loop.call_at(when + 0.01, loop.stop)
+    loop.run_forever()
+    assert len(fired) == 1
+    assert fired[0] >= when - EPS
+
+
+def test_timers_ordered_by_deadline_then_scheduling_order(loop):
+    out = []
+    base = loop.time() + 0.02
+    loop.call_at(base + 0.02, out.append, "c")
+    loop.call_at(base, out.append, "a1")
+    loop.call_at(base + 0.01, out.append, "b")
+    loop.call_at(base, out.append, "a2")
+    loop.call_at(base, out.append, "a3")
+    loop.call_at(base + 0.03, loop.stop)
+    loop.run_forever()
+    assert out == ["a1", "a2", "a3", "b", "c"]
+
+
+def test_call_later_ordering(loop):
+    out = []
+    for delay in (0.03, 0.01, 0.02, 0.0):
+        loop.call_later(delay, out.append, delay)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out == [0.0, 0.01, 0.02, 0.03]
+
+
+def test_cancelled_timer_never_runs(loop):
+    out = []
+    h1 = loop.call_later(0.01, out.append, "cancelled")
+    h2 = loop.call_later(0.01, out.append, "kept")
+    h1.cancel()
+    assert h1.cancelled()
+    assert not h2.cancelled()
+    loop.call_later(0.03, loop.stop)
+    loop.run_forever()
+    assert out == ["kept"]
+
+
+def test_cancelled_call_soon_never_runs(loop):
+    out = []
+    h = loop.call_soon(out.append, "no")
+    loop.call_soon(out.append, "yes")
+    h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["yes"]
+
+
+def test_cancel_handle_from_earlier_callback_same_iteration(loop):
+    out = []
+    handles = {}
+
+    def first():
+        out.append("first")
+        handles["second"].cancel()
+
+    loop.call_soon(first)
+    handles["second"] = loop.call_soon(out.append, "second")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["first"]
+
+
+def test_cancel_is_idempotent(loop):
+    h = loop.call_later(10, lambda: None)
+    h.cancel()
+    h.cancel()
+    assert h.cancelled()
+    h2 = loop.call_soon(lambda: None)
+    h2.cancel()
+    h2.cancel()
+    assert h2.cancelled()
+
+
+def test_many_cancelled_timers_do_not_block_stop(loop):
+    handles = [loop.call_later(100 + i, lambda: None) for i in range(500)]
+    for h in handles:
+        h.cancel()
+    loop.call_later(0.01, loop.stop)
+    t0 = time.monotonic()
+    loop.run_forever()
+    assert time.monotonic() - t0 < 5
+
+
+def test_timer_handle_when(loop):
+    t0 = loop.time()
+    h = loop.call_later(10, lambda: None)
+    t1 = loop.time()
+    assert t0 + 10 <= h.when() <= t1 + 10
+    when = loop.time() + 123.456
+    h2 = loop.call_at(when, lambda: None)
+    assert h2.when() == when
+    h.cancel()
+    h2.cancel()
+
+
+def test_handle_types(loop):
+    h = loop.call_soon(lambda: None)
+    th = loop.call_later(10, lambda: None)
+    ta = loop.call_at(loop.time() + 10, lambda: None)
+    assert isinstance(h, asyncio.Handle)
+    assert isinstance(th, asyncio.TimerHandle)
+    assert isinstance(ta, asyncio.TimerHandle)
+    assert isinstance(th, asyncio.Handle)
+    for x in (h, th, ta):
+        x.cancel()
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Handle, "get_context"),
+                    reason="Handle.get_context() is new in Python 3.12")
+def test_handle_get_context(loop):
+    ctx = contextvars.copy_context()
+    h = loop.call_soon(lambda: None, context=ctx)
+    assert h.get_context() is ctx
+    th = loop.call_later(10, lambda: None, context=ctx)
+    assert th.get_context() is ctx
+    h_default = loop.call_soon(lambda: None)
+    assert isinstance(h_default.get_context(), contextvars.Context)
+    for x in (h, th, h_default):
+        x.cancel()
+
+
+def test_timer_handle_comparisons(loop):
+    def cb():
+        pass
+
+    base = loop.time() + 100
+    h1 = loop.call_at(base, cb)
+    h2 = loop.call_at(base + 1, cb)
+    assert h1 < h2
+    assert h1 <= h2
+    assert h2 > h1
+    assert h2 >= h1
+    assert not h2 < h1
+    assert h1 != h2
+    assert h1 == h1
+    # handles are hashable
+    assert len({h1, h2}) == 2
+    assert {h1: 1}[h1] == 1
+    for h in (h1, h2):
+        h.cancel()
+
+
+def test_timer_handle_equality_same_when(loop):
+    # asyncio.TimerHandle.__eq__ compares (when, callback, args, cancelled);
+    # __hash__ is hash(when).
+    def cb(*a):
+        pass
+
+    def other(*a):
+        pass
+
+    when = loop.time() + 100
+    h1 = loop.call_at(when, cb, 1)
+    h2 = loop.call_at(when, cb, 1)
+    h3 = loop.call_at(when, other, 1)
+    h4 = loop.call_at(when, cb, 2)
+    assert h1 is not h2
+    assert h1 == h2
+    assert not (h1 != h2)
+    assert hash(h1) == hash(h2)
+    assert h1 != h3
+    assert h1 != h4
+    assert not (h1 < h2) and not (h2 < h1)
+    assert h1 <= h2 and h2 >= h1
+    h2.cancel()
+    assert h1 != h2  # cancelled state participates in equality
+    for h in (h1, h3, h4):
+        h.cancel()
+
+
+def test_timer_handle_compare_with_other_types(loop):
+    h = loop.call_later(100, lambda: None)
+    try:
+        assert (h == 1) is False
+        assert (h != 1) is True
+        with pytest.raises(TypeError):
+            h < 1
+    finally:
+        h.cancel()
+
+
+def test_time_monotonic_and_seconds(loop):
+    t1 = loop.time()
+    time.sleep(0.02)
+    t2 = loop.time()
+    assert isinstance(t1, float)
+    assert t2 - t1 >= 0.015  # seconds, not milliseconds
+    assert t2 - t1 < 10      # ... and not microseconds/nanoseconds
+    values = [loop.time() for _ in range(1000)]
+    assert values == sorted(values)
+
+
+def test_time_sub_millisecond_resolution(loop):
+    smallest = None
+    prev = loop.time()
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:
+        now = loop.time()
+        if now != prev:
+            d = now - prev
+            if smallest is None or d < smallest:
+                smallest = d
+            prev = now
+            if smallest < 0.0005:
+                break
+    assert smallest is not None
+    assert 0 < smallest < 0.001
+
+
+def test_time_advances_while_running(loop):
+    async def main():
+        t1 = loop.time()
+        await asyncio.sleep(0.02)
+        t2 = loop.time()
+        return t2 - t1
+
+    assert run(loop, main()) >= 0.02
+
+
+def test_call_soon_threadsafe_wakes_blocked_loop(loop):
+    loop.call_later(10, loop.stop)  # long pending timer; also a hang guard
+
+    def poke():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=poke)
+    t0 = time.monotonic()
+    th.start()
+    loop.run_forever()
+    elapsed = time.monotonic() - t0
+    th.join()
+    assert elapsed < 2
+
+
+def test_call_soon_threadsafe_from_many_threads(loop):
+    N = 8
+    M = 50
+    out = []
+    done = []
+
+    def worker(i):
+        for j in range(M):
+            loop.call_soon_threadsafe(out.append, (i, j))
+        loop.call_soon_threadsafe(done.append, i)
+
+    async def main():
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(N)]
+        for t in threads:
+            t.start()
+        while len(done) < N:
+            await asyncio.sleep(0.005)
+        for t in threads:
+            t.join()
+
+    run(loop, main())
+    assert len(out) == N * M
+    for i in range(N):  # per-thread FIFO
+        assert [j for (k, j) in out if k == i] == list(range(M))
+
+
+def test_call_soon_threadsafe_args_and_handle(loop):
+    out = []
+    h = loop.call_soon_threadsafe(out.append, "x")
+    assert isinstance(h, asyncio.Handle)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["x"]
+
+
+# ---------------------------------------------------------------------------
+# contextvars
+# ---------------------------------------------------------------------------
+
+VAR = contextvars.ContextVar("VAR", default="default")
+
+
+def test_callback_runs_in_copy_of_current_context(loop):
+    seen = []
+    token = VAR.set("at-schedule")
+    try:
+        loop.call_soon(lambda: seen.append(VAR.get()))
+        loop.call_later(0.001, lambda: seen.append(VAR.get()))
+    finally:
+        VAR.reset(token)
+    token = VAR.set("after-schedule")  # must not be seen by the callbacks
+    try:
+        loop.call_later(0.01, loop.stop)
+        loop.run_forever()
+    finally:
+        VAR.reset(token)
+    assert seen == ["at-schedule", "at-schedule"]
+
+
+def test_callback_runs_in_explicit_context(loop):
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "explicit")
+    seen = []
+    loop.call_soon(lambda: seen.append(VAR.get()), context=ctx)
+    loop.call_later(0.001, lambda: seen.append(VAR.get()), context=ctx)
+    loop.call_at(loop.time(), lambda: seen.append(VAR.get()), context=ctx)
+    loop.call_soon_threadsafe(lambda: seen.append(VAR.get()), context=ctx)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert seen.count("explicit") == 4 and len(seen) == 4
+
+
+def test_callback_context_changes_do_not_leak(loop):
+    seen = []
+
+    def setter():
+        VAR.set("inside")
+        seen.append(VAR.get())
+
+    loop.call_soon(setter)
+    loop.call_soon(lambda: seen.append(VAR.get()))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["inside", "default"]
+    assert VAR.get() == "default"
+
+
+def test_callback_changes_persist_in_explicit_context(loop):
+    ctx = contextvars.copy_context()
+    loop.call_soon(VAR.set, "persisted", context=ctx)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ctx[VAR] == "persisted"
+    assert VAR.get() == "default"
+
+
+def test_same_context_reused_by_two_callbacks(loop):
+    ctx = contextvars.copy_context()
+    seen = []
+    loop.call_soon(VAR.set, "first", context=ctx)
+    loop.call_soon(lambda: seen.append(VAR.get()), context=ctx)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["first"]
+
+
+def test_task_context_isolated(loop):
+    async def child():
+        VAR.set("child")
+        return VAR.get()
+
+    async def main():
+        VAR.set("main")
+        r = await loop.create_task(child())
+        return r, VAR.get()
+
+    assert run(loop, main()) == ("child", "main")
+    assert VAR.get() == "default"

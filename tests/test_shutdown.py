@@ -1,0 +1,251 @@
+"""Async generator hooks and shutdown_asyncgens; the default executor,
+run_in_executor and shutdown_default_executor."""
+
+import asyncio
+import concurrent.futures
+import gc
+import sys
+import threading
+
+import pytest
+
+from conftest import run
+
+
+def test_asyncgen_hooks_installed_while_running(loop):
+    before = sys.get_asyncgen_hooks()
+    seen = []
+
+    async def main():
+        seen.append(sys.get_asyncgen_hooks())
+
+    loop.run_until_complete(main())
+    inside = seen[0]
+    assert inside.firstiter is not None
+    assert inside.finalizer is not None
+    assert inside != before
+    assert sys.get_asyncgen_hooks() == before
+
+
+def test_asyncgen_hooks_restored_after_exception(loop):
+    before = sys.get_asyncgen_hooks()
+
+    def boom():
+        raise KeyboardInterrupt
+
+    loop.call_soon(boom)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert sys.get_asyncgen_hooks() == before
+
+
+def test_shutdown_asyncgens_finalizes_suspended_generator(loop):
+    log = []
+    keep = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            log.append("finally")
+            await asyncio.sleep(0)  # finalizer may await
+            log.append("finally-after-await")
+
+    async def main():
+        g = agen()
+        assert await g.__anext__() == 1
+        keep.append(g)
+
+    loop.run_until_complete(main())
+    assert log == []
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert log == ["finally", "finally-after-await"]
+
+
+def test_shutdown_asyncgens_reports_errors(loop):
+    contexts = []
+    loop.set_exception_handler(lambda l, ctx: contexts.append(ctx))
+    keep = []
+
+    async def agen():
+        try:
+            yield 1
+        finally:
+            raise ValueError("in-finally")
+
+    async def main():
+        g = agen()
+        await g.__anext__()
+        keep.append(g)
+
+    loop.run_until_complete(main())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert len(contexts) == 1
+    assert isinstance(contexts[0]["exception"], ValueError)
+    assert "asyncgen" in contexts[0]
+    assert contexts[0]["asyncgen"] is keep[0]
+
+
+def test_shutdown_asyncgens_with_nothing_to_do(loop):
+    assert loop.run_until_complete(loop.shutdown_asyncgens()) is None
+
+
+def test_garbage_collected_asyncgen_is_finalized_by_loop(loop):
+    log = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            log.append(("finally", asyncio.get_running_loop() is loop))
+
+    async def main():
+        g = agen()
+        await g.__anext__()
+        del g
+        gc.collect()
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    run(loop, main())
+    assert log == [("finally", True)]
+
+
+def test_asyncgen_iterated_after_shutdown_warns(loop):
+    # After shutdown_asyncgens, new async generators are not tracked and a
+    # ResourceWarning is issued on first iteration.
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+    async def agen():
+        yield 1
+
+    async def main():
+        g = agen()
+        with pytest.warns(ResourceWarning,
+                          match="scheduled after loop.shutdown_asyncgens"):
+            await g.__anext__()
+        await g.aclose()
+
+    run(loop, main())
+
+
+# ---------------------------------------------------------------------------
+# Executors
+# ---------------------------------------------------------------------------
+
+def test_run_in_executor_default(loop):
+    main_ident = threading.get_ident()
+
+    def work(a, b):
+        return a + b, threading.get_ident()
+
+    assert loop._default_executor is None
+    result, ident = run(loop, loop.run_in_executor(None, work, 2, 3))
+    assert result == 5
+    assert ident != main_ident
+    assert isinstance(loop._default_executor,
+                      concurrent.futures.ThreadPoolExecutor)
+
+
+def test_run_in_executor_returns_asyncio_future(loop):
+    fut = loop.run_in_executor(None, int, "7")
+    assert isinstance(fut, asyncio.Future)
+    assert fut.get_loop() is loop
+    assert run(loop, fut) == 7
+
+
+def test_run_in_executor_exception(loop):
+    def fail():
+        raise LookupError("executor-fail")
+
+    with pytest.raises(LookupError, match="executor-fail"):
+        run(loop, loop.run_in_executor(None, fail))
+
+
+def test_run_in_executor_explicit_executor(loop):
+    with concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="explicit-pool") as ex:
+        name = run(loop, loop.run_in_executor(
+            ex, lambda: threading.current_thread().name))
+    assert name.startswith("explicit-pool")
+    assert loop._default_executor is None
+
+
+def test_set_default_executor(loop):
+    ex = concurrent.futures.ThreadPoolExecutor(
+        1, thread_name_prefix="my-default")
+    try:
+        loop.set_default_executor(ex)
+        assert loop._default_executor is ex
+        name = run(loop, loop.run_in_executor(
+            None, lambda: threading.current_thread().name))
+        assert name.startswith("my-default")
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        ex.shutdown(wait=True)
+
+
+def test_set_default_executor_rejects_non_thread_pool(loop):
+    class FakeExecutor(concurrent.futures.Executor):
+        def submit(self, fn, *args, **kwargs):  # pragma: no cover
+            raise AssertionError
+
+    with pytest.raises(TypeError):
+        loop.set_default_executor(FakeExecutor())
+    with pytest.raises(TypeError):
+        loop.set_default_executor(None)
+    assert loop._default_executor is None
+
+
+def test_set_default_executor_rejects_process_pool(loop):
+    ex = concurrent.futures.ProcessPoolExecutor(1)
+    try:
+        with pytest.raises(TypeError):
+            loop.set_default_executor(ex)
+    finally:
+        ex.shutdown(wait=True)
+
+
+def test_shutdown_default_executor(loop):
+    run(loop, loop.run_in_executor(None, int))
+    ex = loop._default_executor
+    assert ex is not None
+    threads = list(ex._threads)
+    loop.run_until_complete(loop.shutdown_default_executor())
+    for t in threads:
+        assert not t.is_alive()
+    with pytest.raises(RuntimeError):
+        loop.run_in_executor(None, int)
+
+
+def test_shutdown_default_executor_without_executor(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with pytest.raises(RuntimeError,
+                       match="Executor shutdown has been called"):
+        loop.run_in_executor(None, int)
+
+
+def test_run_in_executor_after_close(loop):
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.run_in_executor(None, int)
+
+
+def test_close_shuts_down_default_executor(loop):
+    run(loop, loop.run_in_executor(None, int))
+    ex = loop._default_executor
+    loop.close()
+    assert ex._shutdown
+    assert loop._default_executor is None
+
+
+def test_run_in_executor_debug_rejects_coroutine_function(loop):
+    loop.set_debug(True)
+
+    async def coro_fn():
+        pass
+
+    with pytest.raises(TypeError):
+        loop.run_in_executor(None, coro_fn)
