@@ -59,7 +59,7 @@ DEFAULT_RESULTS = HERE / "results"
 # os._exit); "notrun" = never started because the module's wall-clock cap ran
 # out.  "missing" (only in comparisons) = ran on asyncio, absent on the kind.
 PASSING = {"pass", "xfail"}
-MAX_DUMP = 8000  # tail of a faulthandler dump kept with a hung/crashed test
+MAX_DUMP = 16000  # tail of a faulthandler dump kept with a hung/crashed test
 COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pass", ("pass", "xfail")),
     ("fail", ("fail", "xpass")),
@@ -197,6 +197,7 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
                 # Reap test-spawned children the worker left behind.
                 _kill_group(proc)
 
+            n_before = len(job.records)
             events = _read_events(progress)
             running: str | None = None
             finished = False
@@ -240,24 +241,66 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
             outcome = "hung" if hung else "crash"
             detail = ("hung: killed by the per-test watchdog" if hung
                       else f"crash: worker died with exit status {rc}") + f"\n{dump}"
-            culprit = running
-            if culprit is None and remaining:
-                # Died between tests, i.e. in a class/module fixture.  Blame
-                # the next planned test so that the restart makes progress.
-                culprit = remaining[0]
-                detail = "(outside the test body: class/module fixture)\n" + detail
-            if culprit is None:
-                if not events:
-                    job.fatal = f"worker died before running any test (exit status {rc})\n{dump}"
-                else:
-                    job.notes.append(f"worker {outcome} after its last test (module teardown?)")
+            if running is not None:
+                blamed = [running]
+            elif not events:
+                job.fatal = f"worker died before running any test (exit status {rc})\n{dump}"
                 break
-            # Every restart records at least the culprit, so this loop ends.
-            job.records[culprit] = Record(outcome, opts.timeout if hung else 0.0, detail)
-            log(f"[{kind}] {module}: {outcome}: {culprit} -- restarting worker")
+            else:
+                # Died between tests: in a class/module fixture.
+                blamed, detail = _blame_fixture(dump, remaining, job, outcome, detail)
+            if not blamed:
+                if not remaining or len(job.records) == n_before:
+                    break  # e.g. tearDownModule after the last test (noted)
+                log(f"[{kind}] {module}: {job.notes[-1]} -- restarting worker")
+                continue
+            # Every restart records at least one more entry, so this loop ends.
+            for tid in blamed:
+                job.records[tid] = Record(outcome, opts.timeout if hung else 0.0, detail)
+            log(f"[{kind}] {module}: {outcome}: {blamed[0]}"
+                f"{f' (+{len(blamed) - 1} more of its class)' if len(blamed) > 1 else ''} -- restarting worker")
 
     job.elapsed = time.monotonic() - t_start
     return job
+
+
+# unittest.suite.TestSuite methods that run fixtures, innermost first wins.
+_FIXTURE_FRAMES = (
+    ("in _handleClassSetUp", "setUpClass"),
+    ("in _tearDownPreviousClass", "tearDownClass"),
+    ("in _handleModuleTearDown", "tearDownModule"),
+    ("in _handleModuleFixture", "setUpModule"),
+)
+
+
+def _class_of(test_id: str) -> str:
+    return test_id.rsplit(".", 1)[0]
+
+
+def _blame_fixture(dump: str, remaining: list[str], job: JobResult, outcome: str,
+                   detail: str) -> tuple[list[str], str]:
+    """The worker died outside any test.  Work out from the faulthandler dump
+    which fixture it was in; return the tests to mark (none if it was a
+    teardown, which is recorded as an entry of its own) and their detail."""
+    what = None
+    for line in dump.splitlines():  # most recent call first
+        what = next((w for marker, w in _FIXTURE_FRAMES if marker in line), None)
+        if what:
+            break
+    detail = f"(in {what or 'a class/module fixture'}, outside the test body)\n{detail}"
+    if what == "setUpClass" and remaining:
+        cls = _class_of(remaining[0])
+        return [t for t in remaining if _class_of(t) == cls], detail
+    if what == "setUpModule":
+        return list(remaining), detail
+    if what in ("tearDownClass", "tearDownModule"):
+        done = [t for t in job.records if job.records[t].outcome not in ("hung", "crash")]
+        where = _class_of(done[-1]) if done and what == "tearDownClass" else job.module
+        job.records[f"{what} ({where})"] = Record(outcome, 0.0, detail)
+        job.notes.append(f"worker {outcome} in {what} ({where})")
+        return [], detail
+    # Unknown: blame the next planned test, so that the restart makes progress.
+    return remaining[:1], detail
 
 
 # --------------------------------------------------------------------------

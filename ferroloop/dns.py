@@ -27,6 +27,7 @@ class ResolverMethods:
     """Mixin for `Loop`: getaddrinfo, getnameinfo and the address fast path."""
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        self._check_closed()
         if _numeric_port(port) and host is not None:
             try:
                 # Cannot block: AI_NUMERICHOST refuses anything needing DNS.

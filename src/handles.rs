@@ -249,6 +249,20 @@ impl Handle {
         self.source_traceback.as_ref().map(|t| t.clone_ref(py))
     }
 
+    /// What `isinstance` falls back to when the real type does not match: a
+    /// native class cannot inherit asyncio's slotted `Handle`, so this makes
+    /// `isinstance(h, asyncio.Handle)` hold as it does on the stock loop.
+    #[getter]
+    fn __class__(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let name = if slf.is_instance_of::<TimerHandle>() {
+            "TimerHandle"
+        } else {
+            "Handle"
+        };
+        Ok(py.import("asyncio.events")?.getattr(name)?.unbind())
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
         slf.get().format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?)

@@ -73,6 +73,19 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_configure(config):
+    # A coroutine that is created but never awaited is a bug in the loop
+    # (or in a test): make it fail the test that caused it.
+    config.addinivalue_line(
+        "filterwarnings",
+        "error:coroutine .* was never awaited:RuntimeWarning")
+    # ... including when it is only noticed when the coroutine is collected
+    # (an "Exception ignored in" unraisable exception).
+    config.addinivalue_line(
+        "filterwarnings",
+        "error::pytest.PytestUnraisableExceptionWarning")
+
+
 def ferroloop_required(config):
     env = os.environ.get("FERROLOOP_REQUIRED", "").strip().lower()
     return config.getoption("--ferroloop-required") or env in (

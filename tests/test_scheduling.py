@@ -54,7 +54,6 @@ def test_call_soon_partial_and_bound_method(loop):
 
 def test_call_soon_returns_handle(loop):
     h = loop.call_soon(lambda: None)
-    assert isinstance(h, asyncio.Handle)
     assert not h.cancelled()
     h.cancel()
     assert h.cancelled()
@@ -290,6 +289,8 @@ def test_timer_handle_when(loop):
 
 
 def test_handle_types(loop):
+    # Documented: call_soon returns an asyncio.Handle, call_later/call_at an
+    # asyncio.TimerHandle.
     h = loop.call_soon(lambda: None)
     th = loop.call_later(10, lambda: None)
     ta = loop.call_at(loop.time() + 10, lambda: None)
@@ -297,6 +298,7 @@ def test_handle_types(loop):
     assert isinstance(th, asyncio.TimerHandle)
     assert isinstance(ta, asyncio.TimerHandle)
     assert isinstance(th, asyncio.Handle)
+    assert isinstance(loop.call_soon_threadsafe(lambda: None), asyncio.Handle)
     for x in (h, th, ta):
         x.cancel()
 
@@ -458,7 +460,10 @@ def test_call_soon_threadsafe_from_many_threads(loop):
 def test_call_soon_threadsafe_args_and_handle(loop):
     out = []
     h = loop.call_soon_threadsafe(out.append, "x")
-    assert isinstance(h, asyncio.Handle)
+    h2 = loop.call_soon_threadsafe(out.append, "cancelled")
+    assert not h.cancelled()
+    h2.cancel()
+    assert h2.cancelled()
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == ["x"]

@@ -94,6 +94,13 @@ def header(loops: list[LoopSpec], rounds: int, sizing: str) -> str:
             lines.append(f"  {s.name:<10} {s.version:<16} {s.loop_class}{extra}")
         else:
             lines.append(f"  {s.name:<10} SKIPPED, {s.note}")
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    if load > 0.5 * (m["cpus_usable"] or 1):
+        lines.append(f"WARNING: load average {load:.2f} on {m['cpus_usable']} CPUs before the run:"
+                     " other processes compete, expect noisy numbers")
     lines.append(
         "cells: median rate over rounds ± relative stdev; "
         f"ratio: {SUBJECT} ÷ best other loop (>1 = {SUBJECT} faster)"
@@ -143,16 +150,7 @@ def to_json(results: list[RowResult], loops: list[LoopSpec], args: dict[str, Any
                 "sizes": r.sizes,
                 "doc": r.row.doc,
                 "ratio": (lambda x: {"value": x[0], "vs": x[1]} if x else None)(ratio(r)),
-                "loops": {
-                    name: {
-                        "samples": [{"seconds": s.seconds, "ops": s.ops, "rate": s.rate} for s in c.samples],
-                        "median": c.median if c.samples else None,
-                        "rstdev": c.rstdev if c.samples else None,
-                        "error": c.error,
-                        "skipped": c.skipped,
-                    }
-                    for name, c in r.cells.items()
-                },
+                "loops": {name: c.to_json() for name, c in r.cells.items()},
             }
             for r in results
         ],
@@ -199,19 +197,26 @@ def write_png(path: str, results: list[RowResult], loops: list[LoopSpec], title:
     if not rows:
         return f"no row has a {base_name} result to normalise to"
 
+    from matplotlib.ticker import FuncFormatter
+
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(rows) * len(names) / 2 + 2), 5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(rows) + 2), 5))
     for i, n in enumerate(names):
         v, lo, hi = norm[n]
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(rows))]
         bars = ax.bar(xs, v, width, yerr=[lo, hi], capsize=2, label=n,
                       edgecolor="black" if n == SUBJECT else None, linewidth=1.2)
-        ax.bar_label(bars, labels=[f"{x:.2f}" if x else "n/a" for x in v],
+        ax.bar_label(bars, labels=[f"{x:.2f}" if x else "" for x in v],
                      fontsize=7, rotation=90, padding=3)
+    # Log scale: ratios spread from <1 to 15x+, and 2x faster should look
+    # as far from 1 as 2x slower.
+    ax.set_yscale("log", base=2)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    shown = [x for n in names for x in norm[n][0] if x > 0]
+    ax.set_ylim(min(0.5, min(shown) / 1.5), max(2.0, max(shown)) * 2.5)  # room for labels
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(rows)), rows, rotation=20, ha="right")
-    ax.set_ylabel(f"rate ÷ {base_name} (higher is better)")
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.15)  # headroom for the value labels
+    ax.set_ylabel(f"rate ÷ {base_name} (higher is better, log scale)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -16,7 +16,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .loops import LoopSpec
 from .registry import CheckFailed, Row, Sample, Skip
@@ -57,6 +57,20 @@ class Cell:
         """Relative standard deviation over rounds (0 with a single round)."""
         r = self.rates
         return statistics.stdev(r) / statistics.mean(r) if len(r) > 1 else 0.0
+
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": [{"seconds": s.seconds, "ops": s.ops, "rate": s.rate} for s in self.samples],
+            "median": self.median if self.samples else None,
+            "rstdev": self.rstdev if self.samples else None,
+            "error": self.error,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Cell":
+        return cls([Sample(s["seconds"], s["ops"]) for s in d["samples"]], d["error"], d["skipped"])
 
 
 @dataclass
@@ -150,24 +164,38 @@ def _describe(e: BaseException, verbose: bool) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}".rstrip(": ")
 
 
+@dataclass(frozen=True)
+class Options:
+    rounds: int = 5
+    quick: bool = False
+    timeout: float = 60.0
+    adaptive: bool = False
+    target: float = TARGET_SECONDS
+    verbose: bool = False
+
+
 def run_row(
     row: Row,
     loops: list[LoopSpec],
+    opts: Options,
     *,
-    rounds: int,
-    quick: bool,
-    timeout: float,
-    adaptive: bool = False,
-    target: float = TARGET_SECONDS,
-    verbose: bool = False,
+    on_start: Optional[Callable[[str], None]] = None,
     progress: Optional[Callable[[str], None]] = None,
 ) -> RowResult:
+    """Run one row on every available loop; errors end up in the cells.
+
+    `on_start(loop_name)` is called before each measurement, so a parent
+    process can tell which loop was running if this process dies."""
+    rounds, quick, timeout = opts.rounds, opts.quick, opts.timeout
+    adaptive, target, verbose = opts.adaptive, opts.target, opts.verbose
     n = row.quick_n if quick else row.n
     live = [s for s in loops if s.available]
     cells = {s.name: Cell() for s in loops}
 
     def attempt(spec: LoopSpec, size: int, keep: bool) -> Optional[Sample]:
         cell = cells[spec.name]
+        if on_start:
+            on_start(spec.name)
         try:
             sample = measure(row, spec, size, timeout)
         except Skip as e:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Build ferroloop and run every test: Rust unit tests, the pytest behaviour
+# suite (each test on stock asyncio and on ferroloop), and the conformance
+# run of CPython's own test_asyncio modules against both loops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+bash scripts/build.sh 'pytest>=7'
+export FERROLOOP_REQUIRED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "== cargo test"
+cargo test --release --no-default-features
+
+echo "== pytest"
+"$PY" -m pytest tests -q -p no:cacheprovider
+
+echo "== conformance (CPython's test_asyncio on asyncio and on ferroloop)"
+"$PY" conformance/run.py
