@@ -229,9 +229,10 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
                 why = f"module wall-clock cap ({opts.module_timeout:.0f}s) reached"
                 if running is not None:
                     job.records[running] = Record("hung", traceback=f"{why}\n{dump}")
-                for tid in remaining:
-                    job.records.setdefault(tid, Record("notrun", traceback=why))
-                job.notes.append(f"{why}; {len(remaining)} test(s) not run (counted as hung)")
+                not_run = [t for t in remaining if t != running]
+                for tid in not_run:
+                    job.records[tid] = Record("notrun", traceback=why)
+                job.notes.append(f"{why}; {len(not_run)} test(s) not run (counted as hung)")
                 log(f"[{kind}] {module}: {why}")
                 break
 
@@ -473,8 +474,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-k", dest="patterns", action="append", default=[],
                    help="only tests whose id (module.Class.test) contains this / matches this glob; repeatable")
     p.add_argument("--retries", type=int, default=1,
-                   help="re-run regressions this many times, in a fresh worker running only them, "
-                        "before reporting them; ones that then pass are reported as flaky "
+                   help="re-run failing/erroring regressions (not hangs/crashes) this many times, in "
+                        "a fresh worker running only them; ones that then pass are reported as flaky "
                         "(default: %(default)s)")
     p.add_argument("--known-differences", type=Path, default=KNOWN_DIFFERENCES)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results directory")
@@ -555,10 +556,17 @@ def main(argv: list[str] | None = None) -> int:
         for cmp in comparisons:
             if not cmp.regressions:
                 continue
+            # Hangs and crashes are not retried: each would cost another
+            # watchdog timeout, and they are rarely load-induced flakes.
             by_module: dict[str, list[str]] = {}
-            for tid, _out in cmp.regressions:
-                by_module.setdefault(_module_of(tid), []).append(tid)
-            log(f"re-running {len(cmp.regressions)} {cmp.kind}-only failure(s) to rule out flakes")
+            for tid, out_ in cmp.regressions:
+                kjob = jobs[(_module_of(tid), cmp.kind)]
+                if out_ not in ("hung", "crash", "notrun") and not kjob.fatal:
+                    by_module.setdefault(_module_of(tid), []).append(tid)
+            if not by_module:
+                continue
+            n_retry = sum(map(len, by_module.values()))
+            log(f"re-running {n_retry} {cmp.kind}-only failure(s) alone to rule out flakes")
             fixed: set[str] = set()
             for m, ids in by_module.items():
                 rjob = run_job(m, cmp.kind, opts, only=ids, tag=".retry")

@@ -6,13 +6,13 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
+use crate::gil_cell::GilCell;
 use crate::handles::{is_fatal, Handle, RunOutcome, TimerHandle};
 use crate::reactor::{Reactor, Readiness};
 use crate::self_pipe::SelfPipe;
@@ -25,22 +25,18 @@ const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
 #[pyclass(module = "ferroloop._ferroloop", subclass, frozen)]
 pub struct LoopCore {
     ready: crate::ready_queue::ReadyQueue,
-    timers: Mutex<TimerHeap>,
+    timers: GilCell<TimerHeap>,
     reactor: Reactor,
     self_pipe: SelfPipe,
     signals: SignalHandlers,
     /// Scratch buffers reused across turns (only the running thread uses them).
-    batch: Mutex<VecDeque<Py<Handle>>>,
-    io_events: Mutex<Vec<(RawFd, Readiness)>>,
+    batch: GilCell<VecDeque<Py<Handle>>>,
+    io_events: GilCell<Vec<(RawFd, Readiness)>>,
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     clock_resolution: f64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -149,17 +145,18 @@ impl LoopCore {
     ) -> PyResult<Py<TimerHandle>> {
         let ctx = Self::context_or_current(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
-        let mut timers = lock(&self.timers);
+        let stats = self.timers.with(py, |t| t.stats.clone());
         let handle = Handle::new_timer(
             when,
             callback.clone().unbind(),
             args.clone().unbind(),
             ctx,
             tb,
-            timers.stats.clone(),
+            stats,
         );
         let timer = Bound::new(py, PyClassInitializer::from(handle).add_subclass(TimerHandle {}))?;
-        timers.push(timer.as_super().clone().unbind());
+        let base = timer.as_super().clone().unbind();
+        self.timers.with(py, |t| t.push(base));
         Ok(timer.unbind())
     }
 
@@ -167,25 +164,32 @@ impl LoopCore {
     fn collect_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let timeout = {
-            let mut timers = lock(&this.timers);
-            timers.purge_cancelled();
-            if !this.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
+        let mut dropped = Vec::new();
+        let busy = !this.ready.is_empty(py) || this.stopping.load(Ordering::Relaxed);
+        let timeout = this.timers.with(py, |timers| {
+            timers.purge_cancelled(&mut dropped);
+            if busy {
                 Some(0.0)
             } else {
                 timers
                     .next_deadline()
                     .map(|when| (when - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT))
             }
-        };
-        let mut events = std::mem::take(&mut *lock(&this.io_events));
-        let polled = this.reactor.poll(py, timeout, &mut events);
-        let dispatched = polled
-            .map_err(PyErr::from)
-            .and_then(|()| Self::dispatch_io(slf, &events));
-        events.clear();
-        *lock(&this.io_events) = events;
-        dispatched?;
+        });
+        drop(dropped);
+        // A zero-timeout poll with no fd watched and no signal handler can only
+        // find a call_soon_threadsafe wake-up byte, whose handle is already
+        // queued: skip the syscall (the byte is drained on the next real poll).
+        if !(busy && this.reactor.len(py) == 0 && this.signals.is_empty(py)) {
+            let mut events = this.io_events.with(py, std::mem::take);
+            let polled = this.reactor.poll(py, timeout, &mut events);
+            let dispatched = polled
+                .map_err(PyErr::from)
+                .and_then(|()| Self::dispatch_io(slf, &events));
+            events.clear();
+            this.io_events.with(py, |slot| *slot = events);
+            dispatched?;
+        }
         // Run Python-level signal handlers now (Ctrl-C's KeyboardInterrupt
         // among them), as a selector's interrupted poll would.
         // SAFETY: GIL held; returns -1 with an exception set if a handler raised.
@@ -193,7 +197,10 @@ impl LoopCore {
             return Err(PyErr::fetch(py));
         }
         let end = monotonic() + this.clock_resolution;
-        lock(&this.timers).pop_due(end, |h| this.ready.push(h));
+        let mut dropped = Vec::new();
+        this.timers
+            .with(py, |t| t.pop_due(end, &mut dropped, |h| this.ready.push(py, h)));
+        drop(dropped);
         Ok(())
     }
 
@@ -216,7 +223,7 @@ impl LoopCore {
                     if h.get().is_cancelled() {
                         Self::remove_watch(this, py, fd, false)?;
                     } else {
-                        this.ready.push(h);
+                        this.ready.push(py, h);
                     }
                 }
             }
@@ -225,7 +232,7 @@ impl LoopCore {
                     if h.get().is_cancelled() {
                         Self::remove_watch(this, py, fd, true)?;
                     } else {
-                        this.ready.push(h);
+                        this.ready.push(py, h);
                     }
                 }
             }
@@ -239,14 +246,14 @@ impl LoopCore {
             if h.get().is_cancelled() {
                 slf.call_method1("remove_signal_handler", (sig,))?;
             } else {
-                this.ready.push(h);
+                this.ready.push(slf.py(), h);
             }
         }
         Ok(())
     }
 
     fn remove_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> PyResult<bool> {
-        let old = self.reactor.set(fd, write, None).map_err(PyErr::from)?;
+        let old = self.reactor.set(py, fd, write, None).map_err(PyErr::from)?;
         Ok(match old {
             Some(h) => {
                 h.get().cancel_quietly(py);
@@ -260,8 +267,8 @@ impl LoopCore {
     fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let mut batch = std::mem::take(&mut *lock(&this.batch));
-        this.ready.take_all(&mut batch);
+        let mut batch = this.batch.with(py, std::mem::take);
+        this.ready.take_all(py, &mut batch);
         let debug = this.is_debug();
         let mut result = Ok(());
         while let Some(handle) = batch.pop_front() {
@@ -285,12 +292,12 @@ impl LoopCore {
             };
             if let Some(err) = err {
                 // Leave what this turn did not reach for the next run, in order.
-                this.ready.restore_front(&mut batch);
+                this.ready.restore_front(py, &mut batch);
                 result = Err(err);
                 break;
             }
         }
-        *lock(&this.batch) = batch;
+        this.batch.with(py, |slot| *slot = batch);
         result
     }
 
@@ -313,8 +320,8 @@ impl LoopCore {
 impl Handle {
     /// Cancels without the Python method-call overhead; the py token proves
     /// the GIL is held while the callback is released.
-    pub(crate) fn cancel_quietly(&self, _py: Python<'_>) {
-        self.cancel_internal();
+    pub(crate) fn cancel_quietly(&self, py: Python<'_>) {
+        self.cancel_internal(py);
     }
 }
 
@@ -328,12 +335,12 @@ impl LoopCore {
         reactor.watch_internal(self_pipe.read_fd())?;
         Ok(LoopCore {
             ready: Default::default(),
-            timers: Mutex::new(TimerHeap::default()),
+            timers: GilCell::new(TimerHeap::default()),
             reactor,
             self_pipe,
             signals: SignalHandlers::default(),
-            batch: Mutex::new(VecDeque::new()),
-            io_events: Mutex::new(Vec::new()),
+            batch: GilCell::new(VecDeque::new()),
+            io_events: GilCell::new(Vec::new()),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
@@ -363,7 +370,7 @@ impl LoopCore {
         this.check_closed()?;
         Self::check_callback(slf, callback, "call_soon", true)?;
         let handle = this.new_handle(slf.py(), callback, args, context)?;
-        this.ready.push(handle.clone_ref(slf.py()));
+        this.ready.push(slf.py(), handle.clone_ref(slf.py()));
         Ok(handle)
     }
 
@@ -378,7 +385,7 @@ impl LoopCore {
         this.check_closed()?;
         Self::check_callback(slf, callback, "call_soon_threadsafe", false)?;
         let handle = this.new_handle(slf.py(), callback, args, context)?;
-        this.ready.push(handle.clone_ref(slf.py()));
+        this.ready.push(slf.py(), handle.clone_ref(slf.py()));
         this.self_pipe.wake();
         Ok(handle)
     }
@@ -540,22 +547,22 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let handle = this.new_handle(py, callback, args, None)?;
-        if let Some(old) = this.signals.set(sig, handle) {
+        if let Some(old) = this.signals.set(py, sig, handle) {
             old.get().cancel_quietly(py);
         }
         Ok(())
     }
 
-    fn _pop_signal_handle(&self, sig: i32) -> bool {
-        self.signals.remove(sig).is_some()
+    fn _pop_signal_handle(&self, py: Python<'_>, sig: i32) -> bool {
+        self.signals.remove(py, sig).is_some()
     }
 
-    fn _signal_numbers(&self) -> Vec<i32> {
-        self.signals.signals()
+    fn _signal_numbers(&self, py: Python<'_>) -> Vec<i32> {
+        self.signals.signals(py)
     }
 
-    fn _has_signal_handles(&self) -> bool {
-        !self.signals.is_empty()
+    fn _has_signal_handles(&self, py: Python<'_>) -> bool {
+        !self.signals.is_empty(py)
     }
 
     // ---- introspection used by asyncio's own tests and tools ----------------
@@ -566,15 +573,15 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let mut tmp = VecDeque::new();
-        this.ready.take_all(&mut tmp);
-        let list = PyList::new(py, tmp.iter().map(|h| h.clone_ref(py)))?;
-        this.ready.restore_front(&mut tmp);
-        Ok(list)
+        this.ready.take_all(py, &mut tmp);
+        let list = PyList::new(py, tmp.iter().map(|h| h.clone_ref(py)));
+        this.ready.restore_front(py, &mut tmp);
+        list
     }
 
     /// Number of pending timers (asyncio's `len(loop._scheduled)`).
-    fn _timer_count(&self) -> usize {
-        lock(&self.timers).len()
+    fn _timer_count(&self, py: Python<'_>) -> usize {
+        self.timers.with(py, |t| t.len())
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -582,20 +589,21 @@ impl LoopCore {
     /// Native half of `close()`: drops every queued handle and watch and
     /// releases the loop's own fds. User fds are never closed.
     fn _close_core(slf: &Bound<'_, Self>) {
+        let py = slf.py();
         let this = slf.get();
         if this.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         // Gather everything first and drop it after the locks are released:
         // dropping a handle can run arbitrary Python finalizers.
-        let ready = this.ready.clear();
-        let timers = lock(&this.timers).clear();
-        let watches = this.reactor.take_all();
+        let ready = this.ready.clear(py);
+        let timers = this.timers.with(py, |t| t.clear());
+        let watches = this.reactor.take_all(py);
         let signals: Vec<_> = this
             .signals
-            .signals()
+            .signals(py)
             .into_iter()
-            .filter_map(|s| this.signals.remove(s))
+            .filter_map(|s| this.signals.remove(py, s))
             .collect();
         this.reactor.close();
         this.self_pipe.close();
@@ -636,7 +644,7 @@ impl LoopCore {
         let handle = this.new_handle(py, callback, args, None)?;
         let old = this
             .reactor
-            .set(fd, write, Some(handle.clone_ref(py)))
+            .set(py, fd, write, Some(handle.clone_ref(py)))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
         if let Some(old) = old {
             old.get().cancel_quietly(py);

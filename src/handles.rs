@@ -6,7 +6,9 @@
 //! type, `Py<Handle>`, and `TimerHandle` is a thin Python-visible subclass.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::gil_cell::GilCell;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
@@ -29,7 +31,7 @@ pub(crate) struct Callback {
 #[pyclass(module = "ferroloop", subclass, weakref, frozen)]
 pub struct Handle {
     /// Dropped on `cancel()` so a cancelled handle releases what it captured.
-    callback: Mutex<Option<Callback>>,
+    callback: GilCell<Option<Callback>>,
     context: PyObject,
     cancelled: AtomicBool,
     source_traceback: Option<PyObject>,
@@ -55,7 +57,7 @@ impl Handle {
         source_traceback: Option<PyObject>,
     ) -> Self {
         Handle {
-            callback: Mutex::new(Some(Callback { func, args })),
+            callback: GilCell::new(Some(Callback { func, args })),
             context,
             cancelled: AtomicBool::new(false),
             source_traceback,
@@ -85,10 +87,10 @@ impl Handle {
     }
 
     fn callback_parts(&self, py: Python<'_>) -> Option<(PyObject, Py<PyTuple>)> {
-        let guard = self.callback.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .as_ref()
-            .map(|cb| (cb.func.clone_ref(py), cb.args.clone_ref(py)))
+        self.callback.with(py, |cb| {
+            cb.as_ref()
+                .map(|cb| (cb.func.clone_ref(py), cb.args.clone_ref(py)))
+        })
     }
 
     /// Calls the callback inside its context, the way `Context.run` would.
@@ -159,7 +161,7 @@ impl Handle {
         Ok(format!("<{}>", info.join(" ")))
     }
 
-    pub(crate) fn cancel_internal(&self) {
+    pub(crate) fn cancel_internal(&self, py: Python<'_>) {
         if self.cancelled.swap(true, Ordering::Relaxed) {
             return;
         }
@@ -170,11 +172,7 @@ impl Handle {
         }
         // Take the callback out under the lock but drop it after: its
         // finalizers may run Python code that touches this handle again.
-        let taken = self
-            .callback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let taken = self.callback.with(py, Option::take);
         drop(taken);
     }
 }
@@ -196,8 +194,8 @@ impl Handle {
     }
 
     /// Cancel the callback; does nothing if it already ran or was cancelled.
-    fn cancel(&self) {
-        self.cancel_internal();
+    fn cancel(&self, py: Python<'_>) {
+        self.cancel_internal(py);
     }
 
     fn cancelled(&self) -> bool {

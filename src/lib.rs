@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 pub mod event_loop;
+pub mod gil_cell;
 pub mod handles;
 pub mod reactor;
 pub mod ready_queue;

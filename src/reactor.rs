@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
+use crate::gil_cell::GilCell;
 use crate::handles::Handle;
 
 /// Readiness the poller reported for one fd.
@@ -42,15 +42,15 @@ impl Watch {
     }
 }
 
-/// The watch table and the event buffer have their own locks, so another
-/// thread's `add_reader` never waits on a poll in progress (which would
-/// deadlock once the poller wants the GIL back).
+/// The watch table is only touched with the GIL held; the event buffer is
+/// moved out of its cell for the wait, so nothing is borrowed while the GIL
+/// is released.
 pub struct Reactor {
     /// -1 once closed: `close()` releases the fd at `loop.close()`, not at
     /// garbage collection.
     epfd: AtomicI32,
-    watches: Mutex<HashMap<RawFd, Watch>>,
-    events: Mutex<Vec<libc::epoll_event>>,
+    watches: GilCell<HashMap<RawFd, Watch>>,
+    events: GilCell<Vec<libc::epoll_event>>,
 }
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -67,8 +67,8 @@ impl Reactor {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         Ok(Reactor {
             epfd: AtomicI32::new(fd),
-            watches: Mutex::new(HashMap::new()),
-            events: Mutex::new(Vec::with_capacity(256)),
+            watches: GilCell::new(HashMap::new()),
+            events: GilCell::new(Vec::with_capacity(256)),
         })
     }
 
@@ -127,17 +127,23 @@ impl Reactor {
 
     /// Installs `handle` as the reader (or writer) of `fd`, returning the one
     /// it replaces. On a kernel error the table is left unchanged.
-    fn watches(&self) -> MutexGuard<'_, HashMap<RawFd, Watch>> {
-        self.watches.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn set(
         &self,
+        py: Python<'_>,
         fd: RawFd,
         write: bool,
         handle: Option<Py<Handle>>,
     ) -> io::Result<Option<Py<Handle>>> {
-        let mut watches = self.watches();
+        self.watches.with(py, |watches| self.set_in(watches, fd, write, handle))
+    }
+
+    fn set_in(
+        &self,
+        watches: &mut HashMap<RawFd, Watch>,
+        fd: RawFd,
+        write: bool,
+        handle: Option<Py<Handle>>,
+    ) -> io::Result<Option<Py<Handle>>> {
         let entry = watches.entry(fd).or_default();
         let old_mask = entry.mask();
         let slot = if write {
@@ -170,17 +176,17 @@ impl Reactor {
 
     /// The reader and writer handles of `fd` (new references).
     pub fn get(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
-        match self.watches().get(&fd) {
+        self.watches.with(py, |w| match w.get(&fd) {
             Some(w) => (
                 w.reader.as_ref().map(|h| h.clone_ref(py)),
                 w.writer.as_ref().map(|h| h.clone_ref(py)),
             ),
             None => (None, None),
-        }
+        })
     }
 
-    pub fn len(&self) -> usize {
-        self.watches().len()
+    pub fn len(&self, py: Python<'_>) -> usize {
+        self.watches.with(py, |w| w.len())
     }
 
     /// Waits up to `timeout` (None: forever) and returns what became ready.
@@ -199,9 +205,8 @@ impl Reactor {
             // deadline and then found not yet due.
             Some(t) => (t * 1000.0).ceil().min(i32::MAX as f64).max(0.0) as libc::c_int,
         };
-        let cap = self.len().clamp(64, 4096);
-        // Only the thread running the loop polls, so this lock is never waited on.
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let cap = self.len(py).clamp(64, 4096);
+        let mut events = self.events.with(py, std::mem::take);
         events.clear();
         if events.capacity() < cap {
             events.reserve(cap);
@@ -210,22 +215,25 @@ impl Reactor {
         let buf_addr = events.as_mut_ptr() as usize;
         let max = events.capacity() as libc::c_int;
         let wait = move || {
-            // SAFETY: the buffer has room for `max` events and is only written
-            // by the kernel while we hold the events lock.
+            // SAFETY: the buffer has room for `max` events and is owned by this
+            // call (moved out of its cell) until the wait returns.
             unsafe { libc::epoll_wait(epfd, buf_addr as *mut libc::epoll_event, max, timeout_ms) }
         };
         // A zero timeout cannot block: keep the GIL rather than pay to
         // release and retake it.
         let n = if timeout_ms == 0 { wait() } else { py.allow_threads(wait) };
-        if n < 0 {
+        let result = if n < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
-                return Ok(());
+                Ok(())
+            } else {
+                Err(e)
             }
-            return Err(e);
-        }
-        // SAFETY: the kernel initialised the first n entries.
-        unsafe { events.set_len(n as usize) };
+        } else {
+            // SAFETY: the kernel initialised the first n entries.
+            unsafe { events.set_len(n as usize) };
+            Ok(())
+        };
         for ev in events.drain(..) {
             let bits = ev.events;
             let fd = ev.u64 as RawFd;
@@ -238,14 +246,15 @@ impl Reactor {
                 },
             ));
         }
-        Ok(())
+        self.events.with(py, |slot| *slot = events);
+        result
     }
 
     /// Forgets every watch without telling the kernel: used on close (the
     /// epoll fd goes with it) and in a forked child, whose epoll instance is
     /// still shared with the parent and must not be edited.
-    pub fn take_all(&self) -> Vec<Watch> {
-        self.watches().drain().map(|(_, w)| w).collect()
+    pub fn take_all(&self, py: Python<'_>) -> Vec<Watch> {
+        self.watches.with(py, |w| w.drain().map(|(_, w)| w).collect())
     }
 
     /// Registers an fd the loop itself owns (its self-pipe), outside the table.

@@ -6,39 +6,35 @@
 //! self-pipe to the handles to run.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
+use crate::gil_cell::GilCell;
 use crate::handles::Handle;
 
 #[derive(Default)]
 pub struct SignalHandlers {
-    table: Mutex<HashMap<i32, Py<Handle>>>,
+    table: GilCell<HashMap<i32, Py<Handle>>>,
 }
 
 impl SignalHandlers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Py<Handle>>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn set(&self, py: Python<'_>, sig: i32, handle: Py<Handle>) -> Option<Py<Handle>> {
+        self.table.with(py, |t| t.insert(sig, handle))
     }
 
-    pub fn set(&self, sig: i32, handle: Py<Handle>) -> Option<Py<Handle>> {
-        self.lock().insert(sig, handle)
-    }
-
-    pub fn remove(&self, sig: i32) -> Option<Py<Handle>> {
-        self.lock().remove(&sig)
+    pub fn remove(&self, py: Python<'_>, sig: i32) -> Option<Py<Handle>> {
+        self.table.with(py, |t| t.remove(&sig))
     }
 
     pub fn get(&self, py: Python<'_>, sig: i32) -> Option<Py<Handle>> {
-        self.lock().get(&sig).map(|h| h.clone_ref(py))
+        self.table.with(py, |t| t.get(&sig).map(|h| h.clone_ref(py)))
     }
 
-    pub fn signals(&self) -> Vec<i32> {
-        self.lock().keys().copied().collect()
+    pub fn signals(&self, py: Python<'_>) -> Vec<i32> {
+        self.table.with(py, |t| t.keys().copied().collect())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    pub fn is_empty(&self, py: Python<'_>) -> bool {
+        self.table.with(py, |t| t.is_empty())
     }
 }

@@ -80,7 +80,9 @@ impl TimerHeap {
 
     /// Drops cancelled timers: all of them when they dominate a large heap,
     /// otherwise only those at the top (which would decide the poll timeout).
-    pub fn purge_cancelled(&mut self) {
+    /// Returns the dropped handles so the caller releases them outside any
+    /// cell borrow (their finalizers may run Python code).
+    pub fn purge_cancelled(&mut self, dropped: &mut Vec<Py<Handle>>) {
         let cancelled = self.stats.cancelled.load(Ordering::Relaxed);
         if self.heap.len() > MIN_HEAP_FOR_REBUILD && cancelled * 2 > self.heap.len() {
             let mut kept = Vec::with_capacity(self.heap.len() - cancelled.min(self.heap.len()));
@@ -88,6 +90,7 @@ impl TimerHeap {
                 let h = e.handle.get();
                 if h.is_cancelled() {
                     h.scheduled.store(false, Ordering::Relaxed);
+                    dropped.push(e.handle);
                 } else {
                     kept.push(e);
                 }
@@ -101,7 +104,7 @@ impl TimerHeap {
                     break;
                 }
                 h.scheduled.store(false, Ordering::Relaxed);
-                self.heap.pop();
+                dropped.push(self.heap.pop().expect("peeked").handle);
                 let _ = self.stats.cancelled.fetch_update(
                     Ordering::Relaxed,
                     Ordering::Relaxed,
@@ -118,7 +121,12 @@ impl TimerHeap {
 
     /// Pops timers due before `end` (cancelled ones too: the runner skips
     /// them) and hands each to `sink` in deadline order.
-    pub fn pop_due(&mut self, end: f64, mut sink: impl FnMut(Py<Handle>)) {
+    pub fn pop_due(
+        &mut self,
+        end: f64,
+        dropped: &mut Vec<Py<Handle>>,
+        mut sink: impl FnMut(Py<Handle>),
+    ) {
         while let Some(top) = self.heap.peek() {
             if top.when >= end {
                 break;
@@ -132,6 +140,7 @@ impl TimerHeap {
                     Ordering::Relaxed,
                     |c| Some(c.saturating_sub(1)),
                 );
+                dropped.push(e.handle);
                 continue;
             }
             sink(e.handle);

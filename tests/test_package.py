@@ -163,7 +163,11 @@ def test_run_inside_running_loop_raises(ferroloop):
     async def main():
         coro = inner()
         try:
-            with pytest.raises(RuntimeError):
+            # asyncio.run: "asyncio.run() cannot be called from a running
+            # event loop"
+            with pytest.raises(RuntimeError,
+                               match="cannot be called from a running "
+                                     "event loop"):
                 ferroloop.run(coro)
         finally:
             coro.close()
@@ -227,6 +231,20 @@ def test_main_module_runs_script_with_argv(ferroloop, tmp_path):
     assert data["name"] == "__main__"
     assert data["is_ferroloop"] is True
     assert os.path.samefile(data["main_file"], path)
+
+
+def test_main_module_relative_script_argv(ferroloop, tmp_path):
+    # `python script.py a b` gives sys.argv == ['script.py', 'a', 'b']
+    (tmp_path / "script.py").write_text(SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferroloop", "script.py", "a", "b"],
+        capture_output=True, text=True, timeout=30,
+        env=subprocess_env(), cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    data = _parse(proc)
+    assert data["argv"] == ["script.py", "a", "b"]
+    assert data["name"] == "__main__"
+    assert data["is_ferroloop"] is True
 
 
 def test_main_module_argv_matches_plain_python(ferroloop, tmp_path):

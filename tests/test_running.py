@@ -431,3 +431,16 @@ def test_run_forever_reentrant_after_stop(loop):
         loop.call_soon(loop.stop)
         loop.run_forever()
         assert out == [i]
+
+
+def test_loop_repr(loop):
+    assert "running=False closed=False debug=False" in repr(loop)
+    seen = []
+    loop.call_soon(lambda: seen.append(repr(loop)))
+    loop.call_soon(loop.stop)
+    loop.set_debug(True)
+    loop.run_forever()
+    assert "running=True closed=False debug=True" in seen[0]
+    loop.set_debug(False)
+    loop.close()
+    assert "running=False closed=True debug=False" in repr(loop)

@@ -4,6 +4,7 @@ contextvars."""
 import asyncio
 import contextvars
 import functools
+import random
 import threading
 import time
 
@@ -467,6 +468,149 @@ def test_call_soon_threadsafe_args_and_handle(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert out == ["x"]
+
+
+def test_huge_delay_timer_does_not_block_or_overflow(loop):
+    out = []
+    handles = [loop.call_later(1e10, out.append, "never"),
+               loop.call_at(loop.time() + 1e12, out.append, "never"),
+               loop.call_later(float("inf"), out.append, "never")]
+    loop.call_soon(loop.stop)
+    t0 = time.monotonic()
+    loop.run_forever()
+    assert time.monotonic() - t0 < 2
+    assert out == []
+    # With only huge timers pending, a thread-safe wakeup still works.
+    loop.call_later(10, loop.stop)
+    th = threading.Timer(0.05, loop.call_soon_threadsafe, (loop.stop,))
+    th.start()
+    t0 = time.monotonic()
+    loop.run_forever()
+    th.join()
+    assert time.monotonic() - t0 < 2
+    for h in handles:
+        h.cancel()
+
+
+def test_timer_cancelled_by_earlier_timer_same_tick(loop):
+    out = []
+    handles = {}
+    when = loop.time() + 0.01
+
+    def first():
+        out.append("first")
+        handles["second"].cancel()
+
+    loop.call_at(when, first)
+    handles["second"] = loop.call_at(when, out.append, "second")
+    loop.call_at(when, out.append, "third")
+    loop.call_at(when + 0.01, loop.stop)
+    loop.run_forever()
+    assert out == ["first", "third"]
+
+
+def test_timer_scheduled_from_timer_runs(loop):
+    out = []
+
+    def first():
+        out.append(("first", loop.time()))
+        loop.call_later(0.01, lambda: out.append(("second", loop.time())))
+
+    loop.call_later(0.01, first)
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert [n for n, _ in out] == ["first", "second"]
+    assert out[1][1] - out[0][1] >= 0.01 - EPS
+
+
+def test_many_timers_fire_in_deadline_order(loop):
+    rng = random.Random(1234)
+    base = loop.time() + 0.01
+    expected = []
+    out = []
+    for i in range(2000):
+        when = base + rng.randrange(50) * 0.001
+        expected.append((when, i))
+        loop.call_at(when, out.append, i)
+    cancelled = set()
+    handles = []
+    for i in range(2000, 2500):
+        when = base + rng.randrange(50) * 0.001
+        handles.append(loop.call_at(when, out.append, i))
+    for h in handles[::2]:
+        h.cancel()
+    for j, h in enumerate(handles):
+        if j % 2 == 1:
+            expected.append((h.when(), 2000 + j))
+    loop.call_at(base + 0.06, loop.stop)
+    loop.run_forever()
+    assert out == [i for _, i in sorted(expected)]
+
+
+def test_handle_repr(loop):
+    def my_callback_name():
+        pass
+
+    h = loop.call_soon(my_callback_name)
+    th = loop.call_later(100, my_callback_name)
+    r, tr = repr(h), repr(th)
+    assert r.startswith("<Handle") and r.endswith(">")
+    assert "my_callback_name" in r
+    assert tr.startswith("<TimerHandle") and "when=" in tr
+    assert "my_callback_name" in tr
+    h.cancel()
+    th.cancel()
+    assert "cancelled" in repr(h)
+    assert "cancelled" in repr(th)
+
+
+def test_sleep0_round_robin(loop):
+    out = []
+
+    async def worker(name):
+        for i in range(3):
+            out.append((name, i))
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(worker("a"), worker("b"), worker("c"))
+
+    run(loop, main())
+    assert out == [(n, i) for i in range(3) for n in "abc"]
+
+
+def test_busy_callbacks_do_not_starve_timers_and_io(loop):
+    import socket
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        state = {"spins": 0, "timer": False, "io": False}
+
+        def spin():
+            state["spins"] += 1
+            if not (state["timer"] and state["io"]):
+                if state["spins"] > 2_000_000:
+                    loop.stop()
+                    return
+                loop.call_soon(spin)
+            else:
+                loop.stop()
+
+        def on_read():
+            a.recv(10)
+            loop.remove_reader(a)
+            state["io"] = True
+
+        loop.add_reader(a, on_read)
+        loop.call_later(0.01, state.__setitem__, "timer", True)
+        loop.call_soon(spin)
+        b.send(b"x")
+        loop.run_forever()
+        assert state["timer"] and state["io"], state
+    finally:
+        loop.remove_reader(a)
+        a.close()
+        b.close()
 
 
 # ---------------------------------------------------------------------------

@@ -286,6 +286,24 @@ def test_sock_accept_waits(loop, listener):
     assert run(loop, main())[0] == "127.0.0.1"
 
 
+def test_cancelled_sock_accept_does_not_take_connection(loop, listener):
+    async def main():
+        acc = asyncio.ensure_future(loop.sock_accept(listener))
+        await asyncio.sleep(0.01)
+        acc.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acc
+        client = socket.create_connection(listener.getsockname())
+        try:
+            conn, addr = await loop.sock_accept(listener)
+            conn.close()
+            return addr == client.getsockname()
+        finally:
+            client.close()
+
+    assert run(loop, main()) is True
+
+
 def test_sock_connect_resolves_hostname(loop, listener):
     async def main():
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -15,7 +15,8 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .loops import LoopSpec
 from .registry import Row
@@ -41,7 +42,7 @@ def _why(rc: int) -> str:
 
 
 def _spawn(row: str, loops: list[str], opts: Options,
-           progress: Optional[Callable[[str], None]]) -> tuple[int, Optional[str], Optional[dict]]:
+           progress: Callable[[str], None] | None) -> tuple[int, str | None, dict[str, Any] | None]:
     r, w = os.pipe()
     env = dict(os.environ)
     # The child must import this same ferroloop, wherever the parent found it.
@@ -49,8 +50,8 @@ def _spawn(row: str, loops: list[str], opts: Options,
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(_child_argv(row, loops, opts, w), pass_fds=(w,), env=env)
     os.close(w)
-    last: Optional[str] = None
-    result: Optional[dict] = None
+    last: str | None = None
+    result: dict[str, Any] | None = None
     with os.fdopen(r, "r") as pipe:
         for line in pipe:
             kind, _, rest = line.rstrip("\n").partition(" ")
@@ -64,7 +65,7 @@ def _spawn(row: str, loops: list[str], opts: Options,
 
 
 def run_row_isolated(row: Row, loops: list[LoopSpec], opts: Options,
-                     progress: Optional[Callable[[str], None]] = None) -> RowResult:
+                     progress: Callable[[str], None] | None = None) -> RowResult:
     cells = {s.name: Cell() for s in loops}
     sizes: dict[str, int] = {}
     pending = [s.name for s in loops if s.available]
@@ -96,10 +97,12 @@ def child_main(fd: int, row: Row, loops: list[LoopSpec], opts: Options) -> int:
     faulthandler.enable()  # a segfault still prints the Python stack to stderr
     out = os.fdopen(fd, "w", buffering=1)  # line-buffered: 'start' must land before a crash
 
-    res = run_row(row, loops, opts,
-                  on_start=lambda name: out.write(f"start {name}\n"),
-                  progress=lambda msg: out.write(f"progress {msg}\n"))
+    def send(kind: str, text: str) -> None:
+        out.write(f"{kind} {text}\n")
+
+    res = run_row(row, loops, opts, on_start=lambda name: send("start", name),
+                  progress=lambda msg: send("progress", msg))
     payload = {"sizes": res.sizes, "cells": {k: c.to_json() for k, c in res.cells.items()}}
-    out.write("result " + json.dumps(payload) + "\n")
+    send("result", json.dumps(payload))
     out.close()
     return 0

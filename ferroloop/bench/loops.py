@@ -11,8 +11,8 @@ import importlib
 import importlib.metadata
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 Factory = Callable[[], asyncio.AbstractEventLoop]
 
@@ -24,7 +24,7 @@ SUBJECT = "ferroloop"  # the ratio column compares this one to the best other
 @dataclass
 class LoopSpec:
     name: str
-    factory: Optional[Factory] = None
+    factory: Factory | None = None
     version: str = "?"
     loop_class: str = "?"
     note: str = ""  # why unavailable, or where the build came from

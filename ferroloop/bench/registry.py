@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Optional, Union
+from typing import cast
 
 Loop = asyncio.AbstractEventLoop
 
@@ -32,8 +33,8 @@ class Sample:
         return self.ops / self.seconds if self.seconds > 0 else float("inf")
 
 
-RowResult = Union[float, Sample]
-RowFn = Callable[[Loop, int], Union[Awaitable[RowResult], RowResult]]
+RowResult = float | Sample
+RowFn = Callable[[Loop, int], Awaitable[RowResult] | RowResult]
 
 
 class Skip(Exception):
@@ -69,10 +70,9 @@ class Row:
         return self.unit == "bytes"
 
     def run(self, loop: Loop, n: int) -> Sample:
-        if inspect.iscoroutinefunction(self.fn):
-            res = loop.run_until_complete(self.fn(loop, n))  # type: ignore[arg-type]
-        else:
-            res = self.fn(loop, n)
+        res: object = self.fn(loop, n)
+        if inspect.isawaitable(res):
+            res = loop.run_until_complete(cast(Awaitable[RowResult], res))
         if isinstance(res, Sample):
             return res
         if not isinstance(res, (int, float)):
@@ -84,7 +84,7 @@ ROWS: dict[str, Row] = {}
 
 
 def row(
-    name: Optional[str] = None, *, n: int, quick: int, unit: str = "ops"
+    name: str | None = None, *, n: int, quick: int, unit: str = "ops"
 ) -> Callable[[RowFn], RowFn]:
     """Register a benchmark row.  ``n``/``quick``: work per measurement."""
 

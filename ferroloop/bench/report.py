@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
-from typing import Any, Optional
+from typing import Any
 
 from .loops import BASELINE, SUBJECT, LoopSpec
 from .runner import Cell, RowResult
@@ -45,13 +44,8 @@ def fmt_rate(rate: float, is_bytes: bool) -> str:
         if is_bytes
         else ((1e9, "G/s"), (1e6, "M/s"), (1e3, "k/s"), (1, "/s"))
     )
-    for div, suffix in units:
-        if rate >= div:
-            v = rate / div
-            break
-    else:
-        div, suffix = units[-1]
-        v = rate
+    div, suffix = next((u for u in units if rate >= u[0]), units[-1])
+    v = rate / div
     # Three significant digits without falling into exponent notation.
     num = f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
     return num + suffix
@@ -70,7 +64,7 @@ def fmt_cell(cell: Cell, is_bytes: bool) -> str:
     return s
 
 
-def ratio(res: RowResult) -> Optional[tuple[float, str]]:
+def ratio(res: RowResult) -> tuple[float, str] | None:
     """ferroloop median ÷ the best other loop's median, and that loop's name."""
     subj = res.cells.get(SUBJECT)
     others = [(c.median, name) for name, c in res.cells.items() if name != SUBJECT and c.ok]
@@ -163,7 +157,7 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-def write_png(path: str, results: list[RowResult], loops: list[LoopSpec], title: str) -> Optional[str]:
+def write_png(path: str, results: list[RowResult], loops: list[LoopSpec], title: str) -> str | None:
     """Grouped bars: each loop's median rate ÷ asyncio's, per row, with
     min..max whiskers.  Returns an error message instead of raising."""
     try:
@@ -178,7 +172,9 @@ def write_png(path: str, results: list[RowResult], loops: list[LoopSpec], title:
     if not names or not results:
         return "nothing to plot"
     base_name = BASELINE if BASELINE in names else names[0]
-    rows, norm = [], {n: ([], [], []) for n in names}  # name -> (value, lo err, hi err)
+    rows: list[str] = []
+    # loop name -> (normalised median, lower whisker, upper whisker) per row
+    norm: dict[str, tuple[list[float], list[float], list[float]]] = {n: ([], [], []) for n in names}
     for r in results:
         base = r.cells[base_name]
         if not base.ok:
@@ -193,7 +189,9 @@ def write_png(path: str, results: list[RowResult], loops: list[LoopSpec], title:
                 lo.append((c.median - min(c.rates)) / b)
                 hi.append((max(c.rates) - c.median) / b)
             else:
-                v.append(0.0), lo.append(0.0), hi.append(0.0)
+                v.append(0.0)
+                lo.append(0.0)
+                hi.append(0.0)
     if not rows:
         return f"no row has a {base_name} result to normalise to"
 

@@ -15,8 +15,9 @@ import statistics
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from .loops import LoopSpec
 from .registry import CheckFailed, Row, Sample, Skip
@@ -37,8 +38,8 @@ class Cell:
     """All measurements of one (row, loop)."""
 
     samples: list[Sample] = field(default_factory=list)
-    error: Optional[str] = None
-    skipped: Optional[str] = None
+    error: str | None = None
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,7 +70,7 @@ class Cell:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Cell":
+    def from_json(cls, d: dict[str, Any]) -> Cell:
         return cls([Sample(s["seconds"], s["ops"]) for s in d["samples"]], d["error"], d["skipped"])
 
 
@@ -179,8 +180,8 @@ def run_row(
     loops: list[LoopSpec],
     opts: Options,
     *,
-    on_start: Optional[Callable[[str], None]] = None,
-    progress: Optional[Callable[[str], None]] = None,
+    on_start: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> RowResult:
     """Run one row on every available loop; errors end up in the cells.
 
@@ -192,7 +193,7 @@ def run_row(
     live = [s for s in loops if s.available]
     cells = {s.name: Cell() for s in loops}
 
-    def attempt(spec: LoopSpec, size: int, keep: bool) -> Optional[Sample]:
+    def attempt(spec: LoopSpec, size: int, keep: bool) -> Sample | None:
         cell = cells[spec.name]
         if on_start:
             on_start(spec.name)
