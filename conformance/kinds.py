@@ -56,7 +56,7 @@ class LoopKind:
     def factory(self) -> LoopFactory:
         factory = _resolve(self.loop_factory)
         assert callable(factory), factory
-        return factory  # type: ignore[return-value]
+        return factory
 
 
 # --- a fake second kind, for developing/testing the harness itself ----------
@@ -65,11 +65,11 @@ class LoopKind:
 # "no watcher" code path (the one ferroloop uses) is exercised too: stock 3.11
 # still works there because its policy lazily creates a ThreadedChildWatcher.
 
-class FakeLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+class FakeLoop(asyncio.SelectorEventLoop):
     """Stock selector loop under another name."""
 
 
-class FakePolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+class FakePolicy(asyncio.DefaultEventLoopPolicy):
     _loop_factory = FakeLoop
 
 
@@ -123,10 +123,10 @@ def install(kind: LoopKind) -> None:
     import asyncio.events
     import asyncio.unix_events
 
-    asyncio.DefaultEventLoopPolicy = cls  # type: ignore[misc]
-    asyncio.unix_events.DefaultEventLoopPolicy = cls  # type: ignore[misc]
+    asyncio.DefaultEventLoopPolicy = cls  # type: ignore[assignment]
+    asyncio.unix_events.DefaultEventLoopPolicy = cls  # type: ignore[assignment]
     if hasattr(asyncio.events, "DefaultEventLoopPolicy"):  # not in 3.11; future-proofing
-        asyncio.events.DefaultEventLoopPolicy = cls  # type: ignore[attr-defined]
+        asyncio.events.DefaultEventLoopPolicy = cls
     asyncio.set_event_loop_policy(cls())
 
 

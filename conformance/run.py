@@ -18,6 +18,15 @@ passing on asyncio that don't (not run, hung, failed...) and aren't known
 differences; summed over compared kinds.  With asyncio alone, N = tests
 passing on asyncio and M = 0.
 
+Table columns per kind: tests = entries recorded (tests, plus unittest's
+entries for errors in class/module fixtures); pass includes expected
+failures; fail includes unexpected successes; err includes crashes (the
+worker died, e.g. a segfault, while the test ran); hung = killed by the
+per-test watchdog (--timeout), plus tests never started because the module's
+wall-clock cap (--module-timeout) ran out.  Hung/crashed workers are
+restarted, skipping every test already done.  Regressions that merely failed
+are re-run alone once (--retries) and reported as flaky if they then pass.
+
 Raw per-test data (outcomes, tracebacks, worker logs, faulthandler dumps) go
 to conformance/results/ (git-ignored); summary.json there holds everything.
 """
@@ -29,7 +38,6 @@ import concurrent.futures
 import fnmatch
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -201,7 +209,6 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
             events = _read_events(progress)
             running: str | None = None
             finished = False
-            new_records = 0
             for ev in events:
                 kind_ev = ev.get("event")
                 if kind_ev == "plan":
@@ -210,7 +217,6 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
                     running = ev["id"]
                 elif kind_ev == "result":
                     job.records[ev["id"]] = Record(ev["outcome"], ev.get("duration", 0.0), ev.get("traceback"))
-                    new_records += 1
                     if ev["id"] == running:
                         running = None
                 elif kind_ev == "fatal":
@@ -223,7 +229,10 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
             if job.fatal or finished:
                 break
 
-            dump = fh_path.read_text(errors="replace")[-MAX_DUMP:] if fh_path.exists() else ""
+            full_dump = fh_path.read_text(errors="replace") if fh_path.exists() else ""
+            # Our watchdog writes "Timeout (h:mm:ss)!" before it _exit(1)s.
+            hung = "Timeout (" in full_dump
+            dump = full_dump[-MAX_DUMP:]
             remaining = [t for t in plan if t not in job.records]
             if capped:
                 why = f"module wall-clock cap ({opts.module_timeout:.0f}s) reached"
@@ -236,9 +245,7 @@ def run_job(module: str, kind: str, opts: Options, only: list[str] | None = None
                 log(f"[{kind}] {module}: {why}")
                 break
 
-            # The worker died.  Our watchdog writes "Timeout (h:mm:ss)!" before
-            # it _exit(1)s; anything else is a crash.
-            hung = "Timeout (" in dump
+            # The worker died: killed by our watchdog (hung), or anything else (crash).
             outcome = "hung" if hung else "crash"
             detail = ("hung: killed by the per-test watchdog" if hung
                       else f"crash: worker died with exit status {rc}") + f"\n{dump}"
@@ -367,7 +374,7 @@ def render_table(modules: list[str], kinds: list[str], jobs: dict[tuple[str, str
         for k in kinds:
             job = jobs.get((m, k))
             row = counts(job)
-            totals[k] = [a + b for a, b in zip(totals[k], row)]
+            totals[k] = [a + b for a, b in zip(totals[k], row, strict=True)]
             line += f" | {'':<{len(k) + 1}} " + cells(row)
         marks = [st for k in kinds if (st := status(k, jobs.get((m, k)))) is not None]
         lines.append(line + "".join(f"  [{st}]" for st in marks))
@@ -430,7 +437,7 @@ def write_summary(path: Path, modules: list[str], kinds: list[str], jobs: dict[t
     }
     for (m, k), job in jobs.items():
         data["jobs"].setdefault(k, {})[m] = {
-            "counts": dict(zip(["tests"] + [c for c, _ in COLUMNS], counts(job))),
+            "counts": dict(zip(["tests"] + [c for c, _ in COLUMNS], counts(job), strict=True)),
             "fatal": job.fatal,
             "module_skipped": job.skipped_module,
             "notes": job.notes,

@@ -47,8 +47,8 @@ from typing import IO, Any
 from conformance import kinds as kinds_mod
 from conformance import modules as modules_mod
 
-# unittest's exc_info tuple
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
+# unittest's exc_info tuple, as typeshed spells it
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 
 # Worst outcome wins when a test reports several (subtests, cleanups).
 _SEVERITY = {"pass": 0, "xfail": 1, "skip": 2, "xpass": 3, "fail": 4, "error": 5}
@@ -156,9 +156,10 @@ class WatchdogResult(unittest.TestResult):
 
     def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: ExcInfo | None) -> None:
         super().addSubTest(test, subtest, err)
-        if err is not None:
+        if err is not None and err[0] is not None:
             outcome = "fail" if issubclass(err[0], test.failureException) else "error"
-            self._record(test, outcome, f"[{subtest.id()}]\n" + self._exc_info_to_string(err, test))
+            text = self._exc_info_to_string(err, test)  # type: ignore[attr-defined]
+            self._record(test, outcome, f"[{subtest.id()}]\n{text}")
 
 
 def _belongs_to(test: unittest.TestCase, current_id: str) -> bool:
@@ -166,10 +167,10 @@ def _belongs_to(test: unittest.TestCase, current_id: str) -> bool:
 
 
 def _matches(test_id: str, patterns: list[str]) -> bool:
-    """-k semantics: substring, or fnmatch pattern if it has wildcards."""
+    """-k semantics: substring, or (with wildcards) a glob found anywhere in the id."""
     for pat in patterns:
         if any(c in pat for c in "*?["):
-            if fnmatch.fnmatchcase(test_id, pat):
+            if fnmatch.fnmatchcase(test_id, f"*{pat}*"):
                 return True
         elif pat in test_id:
             return True

@@ -13,6 +13,19 @@ If ``ferroloop`` cannot be imported, the ferroloop params are skipped with the
 import error as the reason.  Setting ``FERROLOOP_REQUIRED=1`` in the
 environment (or passing ``--ferroloop-required``) turns that skip into an
 error, which is what CI does.
+
+Safety nets applied to every test: a file-descriptor leak check (the open
+fds in /proc/self/fd before and after the test, after a gc.collect()); a
+faulthandler watchdog that dumps tracebacks and exits after HANG_TIMEOUT
+seconds, so a hung loop fails the run instead of stalling it; restoration of
+process-wide state (event loop policy, asyncgen hooks, coroutine origin
+tracking, SIGINT/SIGUSR1/SIGUSR2 handlers, the signal wakeup fd); and
+"coroutine ... was never awaited" warnings / unraisable exceptions are
+errors.
+
+Helpers for test modules: ``run(loop, coro, timeout)`` (run_until_complete
+guarded by asyncio.wait_for) and ``subprocess_env()`` (an environment in
+which a child Python can import ferroloop).
 """
 
 import asyncio
@@ -22,7 +35,6 @@ import gc
 import os
 import signal
 import sys
-import threading
 
 import pytest
 
@@ -54,7 +66,7 @@ def _import_ferroloop():
     mod, err = _try_import()
     if mod is None and REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)
-        mod, err2 = _try_import()
+        mod, _ = _try_import()
         if mod is None:
             sys.path.remove(REPO_ROOT)
     return mod, err
@@ -277,32 +289,3 @@ def run(loop, coro, timeout=5.0):
     """run_until_complete with a safety timeout, so a broken loop fails a
     test instead of hanging it."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-class ThreadRunner:
-    """Run a function in a thread after a delay; join it at exit."""
-
-    def __init__(self, delay, fn, *args):
-        self.exc = None
-        self.result = None
-        self._fn = fn
-        self._args = args
-        self._delay = delay
-        self._ev = threading.Event()
-        self.thread = threading.Thread(target=self._target, daemon=True)
-
-    def _target(self):
-        if self._delay:
-            self._ev.wait(self._delay)
-        try:
-            self.result = self._fn(*self._args)
-        except BaseException as exc:  # noqa: B902 - recorded for the test
-            self.exc = exc
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "helper thread did not finish"

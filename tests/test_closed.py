@@ -1,7 +1,6 @@
 """Operations on a closed loop raise RuntimeError('Event loop is closed')."""
 
 import asyncio
-import socket
 
 import pytest
 

@@ -249,3 +249,37 @@ def test_unretrieved_task_exception_reported(loop):
     assert len(got) == 1
     assert got[0]["message"] == "Task exception was never retrieved"
     assert isinstance(got[0]["exception"], ValueError)
+
+
+def test_subclass_call_exception_handler_override_is_used(loop_factory):
+    base = type(loop_factory())
+    seen = []
+
+    class MyLoop(base):
+        def call_exception_handler(self, context):
+            seen.append(context)
+
+    loop = MyLoop()
+    loop_factory.loops.append(loop)
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(seen) == 1
+    assert isinstance(seen[0]["exception"], ZeroDivisionError)
+
+
+def test_subclass_default_exception_handler_override_is_used(loop_factory):
+    base = type(loop_factory())
+    seen = []
+
+    class MyLoop(base):
+        def default_exception_handler(self, context):
+            seen.append(context)
+
+    loop = MyLoop()
+    loop_factory.loops.append(loop)
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(seen) == 1
+    assert isinstance(seen[0]["exception"], ZeroDivisionError)

@@ -444,3 +444,60 @@ def test_loop_repr(loop):
     loop.set_debug(False)
     loop.close()
     assert "running=False closed=True debug=False" in repr(loop)
+
+
+def test_call_soon_rejects_unknown_keyword(loop):
+    with pytest.raises(TypeError):
+        loop.call_soon(lambda **kw: None, foo=1)
+    with pytest.raises(TypeError):
+        loop.call_later(0, lambda **kw: None, foo=1)
+
+
+def test_closed_loop_is_garbage_collected(loop_factory):
+    import gc
+    import weakref
+
+    loop = loop_factory.raw()
+    # reference cycles through scheduled handles and futures
+    loop.call_soon(loop.stop)
+    loop.call_later(100, loop.stop)
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: loop.stop())
+    loop.run_forever()
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop, fut
+    gc.collect()
+    assert ref() is None
+
+
+def test_unclosed_loop_with_cycles_is_collected_and_warns(loop_factory):
+    import gc
+    import weakref
+
+    loop = loop_factory.raw()
+    loop.call_later(100, loop.stop)      # loop -> handle -> loop
+    loop.call_soon(loop.call_soon, loop.stop)
+    ref = weakref.ref(loop)
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del loop
+        gc.collect()
+    assert ref() is None
+    # (the fd-leak check of the fixture verifies that its fds were closed)
+
+
+def test_subclassing_loop(loop_factory):
+    base = type(loop_factory())
+
+    class MyLoop(base):
+        extra_attr = "x"
+
+        def __init__(self):
+            super().__init__()
+            self.custom = 42
+
+    loop = MyLoop()
+    loop_factory.loops.append(loop)
+    assert loop.custom == 42
+    assert loop.run_until_complete(asyncio.sleep(0, "sub")) == "sub"
+    assert isinstance(loop, base)

@@ -270,3 +270,31 @@ def test_python_signal_handler_runs_while_loop_blocked(loop):
         timer.cancel()
         timer.join()
     assert time.monotonic() - t0 < 2
+
+
+def test_sigint_under_runner_cancels_main_and_raises(loop_factory):
+    # asyncio.Runner turns the first Ctrl-C into a cancellation of the main
+    # task, then raises KeyboardInterrupt out of run().
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    state = {}
+
+    async def main():
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                runner.run(main())
+    finally:
+        timer.cancel()
+        timer.join()
+    assert time.monotonic() - t0 < 2
+    assert state == {"cancelled": True}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
