@@ -24,8 +24,12 @@ from typing import Any, Callable
 
 from . import _compat
 from ._ferroloop import LoopCore
+from .datagram import DatagramMethods
 from .dns import ResolverMethods
+from .network import NetworkMethods
+from .pipes import PipeMethods
 from .sockets import SocketMethods
+from .subprocess import SubprocessMethods
 
 # asyncio.constants.DEBUG_STACK_DEPTH
 _DEBUG_STACK_DEPTH = 10
@@ -36,7 +40,16 @@ def _sighandler_noop(signum, frame):
     loop, which runs the real callback as a loop callback."""
 
 
-class Loop(SocketMethods, ResolverMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(
+    NetworkMethods,
+    DatagramMethods,
+    PipeMethods,
+    SubprocessMethods,
+    SocketMethods,
+    ResolverMethods,
+    LoopCore,
+    asyncio.AbstractEventLoop,
+):
     """An asyncio event loop implemented in Rust.
 
     Use it like any asyncio loop: ``asyncio.run(main(),
