@@ -69,6 +69,8 @@ class Loop(
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         self._pid = os.getpid()
+        # fd -> transport, for asyncio's "fd is used by a transport" check.
+        self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self) -> str:
@@ -427,11 +429,10 @@ class Loop(
 
     def _ensure_fd_no_transport(self, fd) -> None:
         """Refuse to watch an fd a ferroloop transport owns (as asyncio does)."""
-        transports = getattr(self, "_transports", None)
-        if not transports:
+        if not self._transports:
             return
         fileno = fd if isinstance(fd, int) else _fileobj_to_fd(fd)
-        transport = transports.get(fileno)
+        transport = self._transports.get(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(
                 f"File descriptor {fd!r} is used by transport {transport!r}"
