@@ -36,5 +36,8 @@ def install() -> None:
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """Run a coroutine on a new ferroloop loop, as `asyncio.run` does."""
+    if asyncio.events._get_running_loop() is not None:
+        # Checked before a Runner (and its loop) exists, as asyncio.run does.
+        raise RuntimeError("ferroloop.run() cannot be called from a running event loop")
     with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
         return runner.run(main)

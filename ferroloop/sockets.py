@@ -45,12 +45,14 @@ class SocketMethods:
         handle = self._add_writer(fd, callback, fut, sock, *args)
         fut.add_done_callback(functools.partial(self._sock_write_done, fd, handle=handle))
 
-    def _sock_try(self, fut, sock, op, *args) -> None:
-        """Reader callback: retry op; keep waiting while it would block."""
+    def _sock_try(self, fut, sock, method: str, *args) -> None:
+        """Readiness callback: retry sock.<method>(*args); keep waiting while
+        it would block. The method is looked up on every try, as asyncio
+        does, so code (and tests) that swap it meanwhile are honoured."""
         if fut.done():
             return
         try:
-            result = op(*args)
+            result = getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
@@ -60,32 +62,32 @@ class SocketMethods:
         else:
             fut.set_result(result)
 
-    async def _sock_read_op(self, sock, op, *args) -> Any:
+    async def _sock_read_op(self, sock, method: str, *args) -> Any:
         _compat.check_ssl_socket(sock)
         _check_nonblocking(self, sock)
         try:
-            return op(*args)
+            return getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_readable(fut, sock, self._sock_try, op, *args)
+        self._wait_readable(fut, sock, self._sock_try, method, *args)
         return await fut
 
     # Public API -------------------------------------------------------------
 
     async def sock_recv(self, sock, n: int) -> bytes:
-        return await self._sock_read_op(sock, sock.recv, n)
+        return await self._sock_read_op(sock, "recv", n)
 
     async def sock_recv_into(self, sock, buf) -> int:
-        return await self._sock_read_op(sock, sock.recv_into, buf)
+        return await self._sock_read_op(sock, "recv_into", buf)
 
     async def sock_recvfrom(self, sock, bufsize: int):
-        return await self._sock_read_op(sock, sock.recvfrom, bufsize)
+        return await self._sock_read_op(sock, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes: int = 0):
         if not nbytes:
             nbytes = len(buf)
-        return await self._sock_read_op(sock, sock.recvfrom_into, buf, nbytes)
+        return await self._sock_read_op(sock, "recvfrom_into", buf, nbytes)
 
     async def sock_sendall(self, sock, data) -> None:
         _compat.check_ssl_socket(sock)
@@ -127,7 +129,7 @@ class SocketMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_writable(fut, sock, self._sock_try, sock.sendto, data, address)
+        self._wait_writable(fut, sock, self._sock_try, "sendto", data, address)
         return await fut
 
     async def sock_connect(self, sock, address) -> None:

@@ -584,6 +584,29 @@ impl LoopCore {
         self.timers.with(py, |t| t.len())
     }
 
+    // ---- garbage collection --------------------------------------------------
+
+    /// Lets the collector see the handles the loop holds: an unclosed loop
+    /// whose callbacks refer back to it (`call_later(10, loop.stop)`) is a
+    /// cycle that must still be collected, warned about and closed.
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.ready.traverse(&visit)?;
+        self.timers.peek(|t| t.traverse(&visit)).unwrap_or(Ok(()))?;
+        self.reactor.traverse(&visit)?;
+        self.signals.traverse(&visit)?;
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // SAFETY: tp_clear is only called by the collector, with the GIL held.
+        let py = unsafe { Python::assume_gil_acquired() };
+        let ready = self.ready.clear(py);
+        let timers = self.timers.with(py, |t| t.clear());
+        let watches = self.reactor.take_all(py);
+        let signals = self.signals.clear(py);
+        drop((ready, timers, watches, signals));
+    }
+
     // ---- shutdown ----------------------------------------------------------
 
     /// Native half of `close()`: drops every queued handle and watch and
@@ -599,12 +622,7 @@ impl LoopCore {
         let ready = this.ready.clear(py);
         let timers = this.timers.with(py, |t| t.clear());
         let watches = this.reactor.take_all(py);
-        let signals: Vec<_> = this
-            .signals
-            .signals(py)
-            .into_iter()
-            .filter_map(|s| this.signals.remove(py, s))
-            .collect();
+        let signals = this.signals.clear(py);
         this.reactor.close();
         this.self_pipe.close();
         for h in timers.iter() {

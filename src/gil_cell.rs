@@ -33,6 +33,12 @@ impl<T> GilCell<T> {
     pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut self.inner.borrow_mut())
     }
+
+    /// For the garbage collector's `__traverse__`, which runs with the GIL
+    /// held but gets no token; None if the value is borrowed right now.
+    pub fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.inner.try_borrow().ok().map(|v| f(&v))
+    }
 }
 
 #[cfg(Py_GIL_DISABLED)]
@@ -51,6 +57,10 @@ impl<T> GilCell<T> {
     #[inline]
     pub fn with<R>(&self, _py: Python<'_>, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.inner.try_lock().ok().map(|v| f(&v))
     }
 }
 

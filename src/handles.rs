@@ -161,6 +161,24 @@ impl Handle {
         Ok(format!("<{}>", info.join(" ")))
     }
 
+    /// Visits what this handle keeps alive (for the loop's and its own
+    /// `__traverse__`), so cycles through callbacks can be collected.
+    pub(crate) fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        // The visitproc is the collector's C callback, never Python code, so
+        // calling it while the cell is borrowed is fine.
+        self.callback
+            .peek(|cb| match cb {
+                Some(cb) => visit.call(&cb.func).and_then(|()| visit.call(&cb.args)),
+                None => Ok(()),
+            })
+            .unwrap_or(Ok(()))?;
+        visit.call(&self.context)?;
+        if let Some(tb) = &self.source_traceback {
+            visit.call(tb)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn cancel_internal(&self, py: Python<'_>) {
         if self.cancelled.swap(true, Ordering::Relaxed) {
             return;
@@ -191,6 +209,17 @@ impl Handle {
         Err(PyRuntimeError::new_err(
             "ferroloop handles are created by the loop (call_soon, call_later, call_at)",
         ))
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        // SAFETY: tp_clear is only called by the collector, with the GIL held.
+        let py = unsafe { Python::assume_gil_acquired() };
+        let taken = self.callback.with(py, Option::take);
+        drop(taken);
     }
 
     /// Cancel the callback; does nothing if it already ran or was cancelled.

@@ -257,6 +257,17 @@ impl Reactor {
         self.watches.with(py, |w| w.drain().map(|(_, w)| w).collect())
     }
 
+    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.watches
+            .peek(|w| {
+                w.values().try_for_each(|w| {
+                    visit.call(w.reader.as_ref())?;
+                    visit.call(w.writer.as_ref())
+                })
+            })
+            .unwrap_or(Ok(()))
+    }
+
     /// Registers an fd the loop itself owns (its self-pipe), outside the table.
     pub fn watch_internal(&self, fd: RawFd) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32)

@@ -43,6 +43,12 @@ impl ReadyQueue {
         });
     }
 
+    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.inner
+            .peek(|q| q.iter().try_for_each(|h| visit.call(h)))
+            .unwrap_or(Ok(()))
+    }
+
     /// Empties the queue; the caller drops the handles (outside the cell).
     pub fn clear(&self, py: Python<'_>) -> VecDeque<Py<Handle>> {
         self.inner.with(py, std::mem::take)

@@ -34,6 +34,16 @@ impl SignalHandlers {
         self.table.with(py, |t| t.keys().copied().collect())
     }
 
+    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.table
+            .peek(|t| t.values().try_for_each(|h| visit.call(h)))
+            .unwrap_or(Ok(()))
+    }
+
+    pub fn clear(&self, py: Python<'_>) -> HashMap<i32, Py<Handle>> {
+        self.table.with(py, std::mem::take)
+    }
+
     pub fn is_empty(&self, py: Python<'_>) -> bool {
         self.table.with(py, |t| t.is_empty())
     }

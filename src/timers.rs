@@ -147,6 +147,10 @@ impl TimerHeap {
         }
     }
 
+    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        self.heap.iter().try_for_each(|e| visit.call(&e.handle))
+    }
+
     pub fn clear(&mut self) -> Vec<Py<Handle>> {
         self.stats.cancelled.store(0, Ordering::Relaxed);
         std::mem::take(&mut self.heap)
