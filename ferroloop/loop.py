@@ -115,7 +115,18 @@ class Loop(
                 finalizer=self._asyncgen_finalizer_hook,
             )
             _compat.set_running_loop(self)
-            self._run_until_stopped()
+            if "_run_once" in self.__dict__ or type(self)._run_once is not LoopCore._run_once:
+                # A subclass or a test replaced _run_once: drive it from Python
+                # so the replacement sees every turn.
+                try:
+                    while True:
+                        self._run_once()
+                        if self._stopping:
+                            break
+                finally:
+                    self._reset_stopping()
+            else:
+                self._run_until_stopped()
         finally:
             self._thread_id = None
             _compat.set_running_loop(None)
@@ -453,6 +464,11 @@ class Loop(
     def remove_writer(self, fd) -> bool:
         self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)
+
+    def _stop_serving(self, sock) -> None:
+        # asyncio's Server calls this to stop accepting on a listening socket.
+        self._remove_reader(sock.fileno())
+        sock.close()
 
     # ---- signals -------------------------------------------------------------
 

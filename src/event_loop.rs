@@ -424,6 +424,10 @@ impl LoopCore {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    fn _reset_stopping(&self) {
+        self.stopping.store(false, Ordering::Relaxed);
+    }
+
     #[getter]
     fn _stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
