@@ -9,7 +9,7 @@ bash scripts/build.sh 'pytest>=7'
 export FERROLOOP_REQUIRED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== cargo test"
-cargo test --release --no-default-features
+cargo test --profile fastdev --no-default-features
 
 echo "== pytest"
 "$PY" -m pytest tests -q -p no:cacheprovider

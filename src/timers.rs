@@ -183,3 +183,79 @@ pub fn monotonic_resolution() -> f64 {
     unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyo3::types::PyTuple;
+
+    fn timer(py: Python<'_>, heap: &TimerHeap, when: f64) -> Py<Handle> {
+        let ctx = py.import("contextvars").unwrap().call_method0("copy_context").unwrap();
+        Py::new(
+            py,
+            Handle::new_timer(
+                when,
+                py.None(),
+                PyTuple::empty(py).unbind(),
+                ctx.unbind(),
+                None,
+                heap.stats.clone(),
+            ),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pops_by_deadline_then_scheduling_order() {
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            let mut heap = TimerHeap::default();
+            let handles: Vec<_> = [3.0, 1.0, 2.0, 1.0, 1.0]
+                .iter()
+                .map(|&w| timer(py, &heap, w))
+                .collect();
+            for h in &handles {
+                heap.push(h.clone_ref(py));
+            }
+            assert_eq!(heap.next_deadline(), Some(1.0));
+            let mut out = Vec::new();
+            let mut dropped = Vec::new();
+            heap.pop_due(2.5, &mut dropped, |h| out.push(h));
+            let order: Vec<usize> = out
+                .iter()
+                .map(|h| handles.iter().position(|x| x.is(h)).unwrap())
+                .collect();
+            // The three 1.0 timers in the order they were pushed, then 2.0.
+            assert_eq!(order, vec![1, 3, 4, 2]);
+            assert_eq!(heap.len(), 1);
+            assert!(!handles[1].get().scheduled.load(Ordering::Relaxed));
+            assert!(handles[0].get().scheduled.load(Ordering::Relaxed));
+        });
+    }
+
+    #[test]
+    fn cancelled_timers_are_purged() {
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            let mut heap = TimerHeap::default();
+            let handles: Vec<_> = (0..300).map(|i| timer(py, &heap, i as f64)).collect();
+            for h in &handles {
+                heap.push(h.clone_ref(py));
+            }
+            // Cancelling the earliest one: dropped from the top right away.
+            handles[0].get().cancel_internal(py);
+            let mut dropped = Vec::new();
+            heap.purge_cancelled(&mut dropped);
+            assert_eq!(heap.len(), 299);
+            assert_eq!(heap.next_deadline(), Some(1.0));
+            // Cancelling most of a large heap triggers a full rebuild.
+            for h in &handles[100..] {
+                h.get().cancel_internal(py);
+            }
+            heap.purge_cancelled(&mut dropped);
+            assert_eq!(heap.len(), 99);
+            assert_eq!(heap.stats.cancelled.load(Ordering::Relaxed), 0);
+            assert_eq!(dropped.len(), 201);
+        });
+    }
+}
