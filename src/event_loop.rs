@@ -126,13 +126,17 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
+        repeats: bool,
     ) -> PyResult<Py<Handle>> {
         let ctx = Self::context_or_current(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
-        Py::new(
-            py,
-            Handle::new(callback.clone().unbind(), args.clone().unbind(), ctx, tb),
-        )
+        let (func, args) = (callback.clone().unbind(), args.clone().unbind());
+        let handle = if repeats {
+            Handle::new_repeating(func, args, ctx, tb)
+        } else {
+            Handle::new(func, args, ctx, tb)
+        };
+        Py::new(py, handle)
     }
 
     fn schedule_timer(
@@ -272,11 +276,13 @@ impl LoopCore {
         let debug = this.is_debug();
         let mut result = Ok(());
         while let Some(handle) = batch.pop_front() {
+            // A Bound's drop is a plain decref, without a GIL-state lookup.
+            let handle = handle.into_bound(py);
             let h = handle.get();
             let outcome = if debug {
                 Self::run_debug(slf, &handle)
             } else {
-                Ok(h.run(py))
+                Ok(h.run(py, false))
             };
             let err = match outcome {
                 Ok(RunOutcome::Failed(err)) => {
@@ -302,12 +308,13 @@ impl LoopCore {
     }
 
     /// Debug mode: remember the current handle and log slow callbacks.
-    fn run_debug(slf: &Bound<'_, Self>, handle: &Py<Handle>) -> PyResult<RunOutcome> {
+    fn run_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<RunOutcome> {
         let py = slf.py();
         let this = slf.get();
         slf.setattr("_current_handle", handle)?;
         let t0 = monotonic();
-        let outcome = handle.get().run(py);
+        // Debug mode keeps the callback: the slow-callback log shows it.
+        let outcome = handle.get().run(py, true);
         let dt = monotonic() - t0;
         slf.setattr("_current_handle", py.None())?;
         if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
@@ -369,7 +376,7 @@ impl LoopCore {
         let this = slf.get();
         this.check_closed()?;
         Self::check_callback(slf, callback, "call_soon", true)?;
-        let handle = this.new_handle(slf.py(), callback, args, context)?;
+        let handle = this.new_handle(slf.py(), callback, args, context, false)?;
         this.ready.push(slf.py(), handle.clone_ref(slf.py()));
         Ok(handle)
     }
@@ -384,7 +391,7 @@ impl LoopCore {
         let this = slf.get();
         this.check_closed()?;
         Self::check_callback(slf, callback, "call_soon_threadsafe", false)?;
-        let handle = this.new_handle(slf.py(), callback, args, context)?;
+        let handle = this.new_handle(slf.py(), callback, args, context, false)?;
         this.ready.push(slf.py(), handle.clone_ref(slf.py()));
         this.self_pipe.wake();
         Ok(handle)
@@ -550,7 +557,7 @@ impl LoopCore {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let handle = this.new_handle(py, callback, args, None)?;
+        let handle = this.new_handle(py, callback, args, None, true)?;
         if let Some(old) = this.signals.set(py, sig, handle) {
             old.get().cancel_quietly(py);
         }
@@ -594,10 +601,23 @@ impl LoopCore {
     /// whose callbacks refer back to it (`call_later(10, loop.stop)`) is a
     /// cycle that must still be collected, warned about and closed.
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        self.ready.traverse(&visit)?;
-        self.timers.peek(|t| t.traverse(&visit)).unwrap_or(Ok(()))?;
-        self.reactor.traverse(&visit)?;
-        self.signals.traverse(&visit)?;
+        let visit_handle = |h: &Py<Handle>| -> Result<(), pyo3::PyTraverseError> {
+            // Only a handle nobody else holds is part of the loop's own state
+            // (see Handle::traverse); one held elsewhere keeps its referents
+            // alive on its own account and is conservatively skipped.
+            // SAFETY: reading the refcount of a live object.
+            if unsafe { ffi::Py_REFCNT(h.as_ptr()) } == 1 {
+                h.get().traverse(&visit)
+            } else {
+                Ok(())
+            }
+        };
+        self.ready.traverse(&visit_handle)?;
+        self.timers
+            .peek(|t| t.traverse(&visit_handle))
+            .unwrap_or(Ok(()))?;
+        self.reactor.traverse(&visit_handle)?;
+        self.signals.traverse(&visit_handle)?;
         Ok(())
     }
 
@@ -608,7 +628,7 @@ impl LoopCore {
         let timers = self.timers.with(py, |t| t.clear());
         let watches = self.reactor.take_all(py);
         let signals = self.signals.clear(py);
-        drop((ready, timers, watches, signals));
+        release_all(py, ready, timers, watches, signals);
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -632,7 +652,28 @@ impl LoopCore {
         for h in timers.iter() {
             h.get().scheduled.store(false, Ordering::Relaxed);
         }
-        drop((ready, timers, watches, signals));
+        release_all(py, ready, timers, watches, signals);
+    }
+}
+
+/// Releases the callbacks of every handle the loop dropped (so handles that
+/// user code still holds cannot keep cycles alive), then the handles.
+fn release_all(
+    py: Python<'_>,
+    ready: VecDeque<Py<Handle>>,
+    timers: Vec<Py<Handle>>,
+    watches: Vec<crate::reactor::Watch>,
+    signals: std::collections::HashMap<i32, Py<Handle>>,
+) {
+    let handles = ready
+        .into_iter()
+        .chain(timers)
+        .chain(watches.into_iter().flat_map(|w| w.reader.into_iter().chain(w.writer)))
+        .chain(signals.into_values());
+    for h in handles {
+        let callback = h.get().release(py);
+        drop(callback);
+        drop(h);
     }
 }
 
@@ -663,7 +704,7 @@ impl LoopCore {
         this.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
         Self::check_callback(slf, callback, method, true)?;
-        let handle = this.new_handle(py, callback, args, None)?;
+        let handle = this.new_handle(py, callback, args, None, true)?;
         let old = this
             .reactor
             .set(py, fd, write, Some(handle.clone_ref(py)))

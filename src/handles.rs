@@ -40,6 +40,10 @@ pub struct Handle {
     /// True while the timer sits in the loop's heap.
     pub(crate) scheduled: AtomicBool,
     timer_stats: Option<Arc<TimerStats>>,
+    /// Reader, writer and signal handles run many times; every other handle
+    /// runs once and gives its callback up when it does, so a handle kept
+    /// by user code never pins the callback (and what it refers to).
+    repeats: bool,
 }
 
 /// What running a handle produced: nothing to do, or the callback's error.
@@ -64,7 +68,20 @@ impl Handle {
             when: f64::NAN,
             scheduled: AtomicBool::new(false),
             timer_stats: None,
+            repeats: false,
         }
+    }
+
+    /// A handle that runs each time its fd or signal is ready.
+    pub(crate) fn new_repeating(
+        func: PyObject,
+        args: Py<PyTuple>,
+        context: PyObject,
+        source_traceback: Option<PyObject>,
+    ) -> Self {
+        let mut h = Handle::new(func, args, context, source_traceback);
+        h.repeats = true;
+        h
     }
 
     pub(crate) fn new_timer(
@@ -94,45 +111,77 @@ impl Handle {
     }
 
     /// Calls the callback inside its context, the way `Context.run` would.
-    pub(crate) fn run(&self, py: Python<'_>) -> RunOutcome {
+    /// With `keep` false a one-shot handle hands its callback over instead
+    /// of sharing it (it is put back if the call fails, for the report).
+    pub(crate) fn run(&self, py: Python<'_>, keep: bool) -> RunOutcome {
         if self.is_cancelled() {
             return RunOutcome::Skipped;
         }
-        let Some((func, args)) = self.callback_parts(py) else {
+        let take = !keep && !self.repeats;
+        let cb = self.callback.with(py, |cb| {
+            if take {
+                cb.take()
+            } else {
+                cb.as_ref().map(|cb| Callback {
+                    func: cb.func.clone_ref(py),
+                    args: cb.args.clone_ref(py),
+                })
+            }
+        });
+        let Some(cb) = cb else {
             return RunOutcome::Skipped;
         };
         // SAFETY: every pointer is a live, owned object for the whole block and
         // the GIL is held; enter/exit are paired as Context.run pairs them.
-        unsafe {
+        let err = unsafe {
             let ctx = self.context.as_ptr();
             if ffi::PyContext_Enter(ctx) < 0 {
-                return RunOutcome::Failed(PyErr::fetch(py));
-            }
-            let argp = args.as_ptr();
-            let n = ffi::PyTuple_GET_SIZE(argp);
-            let res = if n == 0 {
-                ffi::PyObject_CallNoArgs(func.as_ptr())
-            } else if n == 1 {
-                ffi::PyObject_CallOneArg(func.as_ptr(), ffi::PyTuple_GET_ITEM(argp, 0))
-            } else {
-                ffi::PyObject_Call(func.as_ptr(), argp, std::ptr::null_mut())
-            };
-            // Exit even when the call failed; keep the call's error, not exit's.
-            let err = if res.is_null() {
                 Some(PyErr::fetch(py))
             } else {
-                ffi::Py_DECREF(res);
-                None
-            };
-            if ffi::PyContext_Exit(ctx) < 0 {
-                let exit_err = PyErr::fetch(py);
-                return RunOutcome::Failed(err.unwrap_or(exit_err));
+                let argp = cb.args.as_ptr();
+                let func = cb.func.as_ptr();
+                let res = match ffi::PyTuple_GET_SIZE(argp) {
+                    0 => ffi::PyObject_CallNoArgs(func),
+                    1 => ffi::PyObject_CallOneArg(func, ffi::PyTuple_GET_ITEM(argp, 0)),
+                    _ => ffi::PyObject_Call(func, argp, std::ptr::null_mut()),
+                };
+                // Exit even when the call failed; keep the call's error.
+                let err = if res.is_null() {
+                    Some(PyErr::fetch(py))
+                } else {
+                    ffi::Py_DECREF(res);
+                    None
+                };
+                if ffi::PyContext_Exit(ctx) < 0 {
+                    let exit_err = PyErr::fetch(py);
+                    Some(err.unwrap_or(exit_err))
+                } else {
+                    err
+                }
             }
-            match err {
-                Some(e) => RunOutcome::Failed(e),
-                None => RunOutcome::Ran,
+        };
+        match err {
+            Some(e) => {
+                if take {
+                    self.callback.with(py, |slot| *slot = Some(cb));
+                }
+                RunOutcome::Failed(e)
+            }
+            None => {
+                // Bound drops are plain decrefs (no GIL-state lookup).
+                let Callback { func, args } = cb;
+                drop((func.into_bound(py), args.into_bound(py)));
+                RunOutcome::Ran
             }
         }
+    }
+
+    /// Drops the callback without cancelling: used when the loop closes, so
+    /// handles kept by user code stop pinning what their callbacks refer to.
+    pub(crate) fn release(&self, py: Python<'_>) -> Option<(PyObject, Py<PyTuple>)> {
+        self.callback
+            .with(py, Option::take)
+            .map(|cb| (cb.func, cb.args))
     }
 
     fn format_repr(&self, py: Python<'_>, class_name: &str) -> PyResult<String> {
@@ -161,8 +210,12 @@ impl Handle {
         Ok(format!("<{}>", info.join(" ")))
     }
 
-    /// Visits what this handle keeps alive (for the loop's and its own
-    /// `__traverse__`), so cycles through callbacks can be collected.
+    /// Visits what this handle keeps alive, on behalf of the loop that owns
+    /// it. Handles are not tracked by the collector themselves (it would
+    /// cost a collection every few hundred `call_soon`s); instead the loop
+    /// visits through the handles only it holds, which is exact, and a
+    /// one-shot handle drops its callback once run, so a handle user code
+    /// keeps cannot hold a cycle alive.
     pub(crate) fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         // The visitproc is the collector's C callback, never Python code, so
         // calling it while the cell is borrowed is fine.
@@ -211,17 +264,6 @@ impl Handle {
         ))
     }
 
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        self.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        // SAFETY: tp_clear is only called by the collector, with the GIL held.
-        let py = unsafe { Python::assume_gil_acquired() };
-        let taken = self.callback.with(py, Option::take);
-        drop(taken);
-    }
-
     /// Cancel the callback; does nothing if it already ran or was cancelled.
     fn cancel(&self, py: Python<'_>) {
         self.cancel_internal(py);
@@ -239,7 +281,7 @@ impl Handle {
     /// code written against asyncio's private `Handle._run`.
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if let RunOutcome::Failed(err) = slf.get().run(py) {
+        if let RunOutcome::Failed(err) = slf.get().run(py, true) {
             if is_fatal(py, &err) {
                 return Err(err);
             }

@@ -257,13 +257,12 @@ impl Reactor {
         self.watches.with(py, |w| w.drain().map(|(_, w)| w).collect())
     }
 
-    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
         self.watches
             .peek(|w| {
-                w.values().try_for_each(|w| {
-                    visit.call(w.reader.as_ref())?;
-                    visit.call(w.writer.as_ref())
-                })
+                w.values()
+                    .flat_map(|w| w.reader.iter().chain(w.writer.iter()))
+                    .try_for_each(&visit)
             })
             .unwrap_or(Ok(()))
     }

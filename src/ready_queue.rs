@@ -43,9 +43,9 @@ impl ReadyQueue {
         });
     }
 
-    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
         self.inner
-            .peek(|q| q.iter().try_for_each(|h| visit.call(h)))
+            .peek(|q| q.iter().try_for_each(&visit))
             .unwrap_or(Ok(()))
     }
 

@@ -34,9 +34,9 @@ impl SignalHandlers {
         self.table.with(py, |t| t.keys().copied().collect())
     }
 
-    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+    pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
         self.table
-            .peek(|t| t.values().try_for_each(|h| visit.call(h)))
+            .peek(|t| t.values().try_for_each(&visit))
             .unwrap_or(Ok(()))
     }
 

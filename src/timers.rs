@@ -147,8 +147,8 @@ impl TimerHeap {
         }
     }
 
-    pub fn traverse(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        self.heap.iter().try_for_each(|e| visit.call(&e.handle))
+    pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
+        self.heap.iter().try_for_each(|e| visit(&e.handle))
     }
 
     pub fn clear(&mut self) -> Vec<Py<Handle>> {
