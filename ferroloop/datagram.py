@@ -193,7 +193,8 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             if self._protocol_connected:
                 self._protocol.connection_lost(exc)
         finally:
-            self._reading = self._writing = False
+            self._stop_reading()
+            self._stop_writing()
             self._sock.close()
             self._sock = None
             self._protocol = None
