@@ -1,6 +1,6 @@
 """Subprocesses: subprocess_exec, subprocess_shell and their transport.
 
-`subprocess.Popen` runs in a small spawner thread pool, so neither the fork
+`subprocess.Popen` runs in a short-lived thread of its own, so neither the fork
 nor the wait for the child's exec result (nor a slow ``preexec_fn``) blocks
 the loop; its exceptions (FileNotFoundError, PermissionError...) reach the
 caller. The child's stdin/stdout/stderr become pipe transports. Children are
@@ -16,41 +16,15 @@ in either order, and wakes the ``_wait()`` waiters."""
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import errno
 import os
 import subprocess
 import threading
 import warnings
-from asyncio import exceptions, futures, protocols, transports
+from asyncio import protocols, transports
 
 from . import _compat
 
-_spawner: concurrent.futures.ThreadPoolExecutor | None = None
-_spawner_lock = threading.Lock()
 _HAVE_PIDFD = hasattr(os, "pidfd_open")
-
-
-def _spawn_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _spawner
-    if _spawner is None:
-        with _spawner_lock:
-            if _spawner is None:
-                _spawner = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=max(4, min(16, (os.cpu_count() or 1) * 4)),
-                    thread_name_prefix="ferroloop-spawn",
-                )
-    return _spawner
-
-
-def _after_fork_in_child() -> None:
-    # The pool's threads do not exist in a forked child.
-    global _spawner
-    _spawner = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_popen_pipes(proc) -> None:
@@ -63,7 +37,7 @@ def _close_popen_pipes(proc) -> None:
 
 
 def _kill_and_reap(proc) -> None:
-    """Runs in a spawner thread: dispose of a child nobody will wait for."""
+    """Dispose of a child nobody will wait for (runs in its own thread)."""
     _close_popen_pipes(proc)
     try:
         proc.kill()
@@ -75,10 +49,22 @@ def _kill_and_reap(proc) -> None:
         pass
 
 
-def _dispose_orphan(cfut) -> None:
-    if cfut.cancelled() or cfut.exception() is not None:
+def _dispose_orphan(proc) -> None:
+    threading.Thread(
+        target=_kill_and_reap, args=(proc,), name="ferroloop-reap", daemon=True
+    ).start()
+
+
+def _spawn_done(fut, proc, exc) -> None:
+    """On the loop: hand the spawn result to the waiting caller."""
+    if fut.cancelled():
+        if proc is not None:
+            _dispose_orphan(proc)
         return
-    _spawn_executor().submit(_kill_and_reap, cfut.result())
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(proc)
 
 
 def _format_pipe(fd) -> str:
@@ -425,29 +411,38 @@ class SubprocessMethods:
         _compat.logger().debug(" ".join(info))
 
     async def _spawn(self, args, shell, stdin, stdout, stderr, bufsize, kwargs):
-        """Popen in a spawner thread; a cancelled caller's child is killed
-        and reaped there."""
+        """Popen in a short-lived thread of its own (no pool: no threads
+        outlive the spawn); a cancelled caller's child is killed and reaped
+        there."""
+        fut = self.create_future()
 
         def popen():
-            # Looked up at call time: tests patch subprocess.Popen.
-            return subprocess.Popen(
-                args,
-                shell=shell,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                universal_newlines=False,
-                bufsize=bufsize,
-                **kwargs,
-            )
+            proc = exc = None
+            try:
+                # Looked up at call time: tests patch subprocess.Popen.
+                proc = subprocess.Popen(
+                    args,
+                    shell=shell,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    universal_newlines=False,
+                    bufsize=bufsize,
+                    **kwargs,
+                )
+            except BaseException as e:
+                exc = e
+            try:
+                self.call_soon_threadsafe(_spawn_done, fut, proc, exc)
+            except RuntimeError:
+                # The loop closed meanwhile: nobody will collect this child.
+                if proc is not None:
+                    _kill_and_reap(proc)
+            finally:
+                exc = None
 
-        cfut = _spawn_executor().submit(popen)
-        fut = futures.wrap_future(cfut, loop=self)
-        try:
-            return await fut
-        except exceptions.CancelledError:
-            cfut.add_done_callback(_dispose_orphan)
-            raise
+        threading.Thread(target=popen, name="ferroloop-spawn", daemon=True).start()
+        return await fut
 
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
