@@ -55,12 +55,22 @@ def _dispose_orphan(proc) -> None:
     ).start()
 
 
+class _SpawnJob:
+    """One Popen call in flight: its result, and whether the caller gave up
+    waiting (then whoever sees the child last disposes of it)."""
+
+    __slots__ = ("lock", "abandoned", "proc")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.abandoned = False
+        self.proc = None
+
+
 def _spawn_done(fut, proc, exc) -> None:
     """On the loop: hand the spawn result to the waiting caller."""
     if fut.cancelled():
-        if proc is not None:
-            _dispose_orphan(proc)
-        return
+        return  # the caller's CancelledError handler disposes of the child
     if exc is not None:
         fut.set_exception(exc)
     else:
@@ -415,6 +425,7 @@ class SubprocessMethods:
         outlive the spawn); a cancelled caller's child is killed and reaped
         there."""
         fut = self.create_future()
+        job = _SpawnJob()
 
         def popen():
             proc = exc = None
@@ -432,6 +443,13 @@ class SubprocessMethods:
                 )
             except BaseException as e:
                 exc = e
+            with job.lock:
+                job.proc = proc
+                abandoned = job.abandoned
+            if abandoned:
+                if proc is not None:
+                    _kill_and_reap(proc)
+                return
             try:
                 self.call_soon_threadsafe(_spawn_done, fut, proc, exc)
             except RuntimeError:
@@ -442,7 +460,15 @@ class SubprocessMethods:
                 exc = None
 
         threading.Thread(target=popen, name="ferroloop-spawn", daemon=True).start()
-        return await fut
+        try:
+            return await fut
+        except BaseException:
+            with job.lock:
+                job.abandoned = True
+                proc = job.proc
+            if proc is not None:
+                _dispose_orphan(proc)
+            raise
 
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
