@@ -1,11 +1,13 @@
 """Datagram endpoints: create_datagram_endpoint (UDP and Unix datagram) and
 the datagram transport.
 
-The transport waits for readiness through the native reactor
-(`loop._add_reader` / `_add_writer`) and behaves as asyncio's selector
-datagram transport: `sendto` is tried at once and only queued (with write
-flow control) when the socket would block; an OSError from recvfrom/sendto
-goes to `protocol.error_received`; anything else is fatal."""
+The transport behaves as asyncio's selector datagram transport: `sendto` is
+tried at once and only queued (with write flow control) when the socket
+would block; an OSError from recvfrom/sendto goes to
+`protocol.error_received`; anything else is fatal. Its data path is native
+(`_ferroloop.DatagramCore`): the reactor calls the core's `read_ready`
+directly and the instance's `sendto` is the core's; this class keeps the
+queue, flow control and closing, and the core's flags current."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import os
 import socket
 import stat
 import warnings
+import weakref
 from asyncio import constants, futures, transports, trsock
 
 from . import _compat
+from ._ferroloop import DatagramCore
 
 # Bytes asked of one recvfrom() (asyncio's max_size).
 _MAX_SIZE = 256 * 1024
@@ -69,6 +73,18 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._paused = False
         self._reading = False
         self._writing = False
+        self._core = DatagramCore(
+            weakref.ref(self),
+            sock,
+            self._sock_fd,
+            int(sock.family),
+            bool(self._extra["peername"]),
+            address,
+            protocol,
+            self.max_size,
+        )
+        # The hot path: calls on the instance go straight to the native core.
+        self.sendto = self._core.sendto
         loop._transports[self._sock_fd] = self
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
@@ -99,7 +115,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     def _start_reading(self) -> None:
         if self._closing or self._paused or self._reading:
             return
-        self._loop._add_reader(self._sock_fd, self._read_ready)
+        self._loop._add_reader(self._sock_fd, self._core.read_ready)
         self._reading = True
 
     def _stop_reading(self) -> None:
@@ -119,9 +135,13 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
 
     # ---- BaseTransport / ReadTransport-like API ---------------------------
 
+    def _sync_core(self) -> None:
+        self._core.set_flags(bool(self._conn_lost), bool(self._buffer) or bool(self._conn_lost))
+
     def set_protocol(self, protocol) -> None:
         self._protocol = protocol
         self._protocol_connected = True
+        self._core.set_protocol(protocol)
 
     def get_protocol(self):
         return self._protocol
@@ -157,6 +177,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._stop_reading()
         if not self._buffer:
             self._conn_lost += 1
+            self._sync_core()
             self._stop_writing()
             self._loop.call_soon(self._call_connection_lost, None)
 
@@ -182,10 +203,12 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._buffer.clear()
             self._buffer_size = 0
             self._stop_writing()
+            self._sync_core()
         if not self._closing:
             self._closing = True
             self._stop_reading()
         self._conn_lost += 1
+        self._sync_core()
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc) -> None:
@@ -202,23 +225,13 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
 
     # ---- data path -----------------------------------------------------------
 
-    def _read_ready(self) -> None:
-        if self._conn_lost:
-            return
-        try:
-            data, addr = self._sock.recvfrom(self.max_size)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            self._protocol.error_received(exc)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
-        else:
-            self._protocol.datagram_received(data, addr)
-
     def sendto(self, data, addr=None) -> None:
+        # Instances call the native core's sendto (bound in __init__); this is
+        # for calls through the class.
+        self._core.sendto(data, addr)
+
+    def _sendto(self, data, addr=None) -> None:
+        """The complete sendto, for what the core does not do natively."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, "
@@ -243,7 +256,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
                     self._sock.sendto(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
-                self._start_writing()
+                pass
             except OSError as exc:
                 self._protocol.error_received(exc)
                 return
@@ -252,8 +265,14 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal write error on datagram transport")
                 return
+        self._queue(data, addr)
+
+    def _queue(self, data, addr) -> None:
+        """The socket would block: queue the datagram (an immutable copy)."""
+        self._start_writing()
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data)
+        self._sync_core()
         self._maybe_pause_protocol()
 
     def _sendto_ready(self) -> None:
@@ -270,14 +289,18 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
                 self._buffer_size += len(data)
                 break
             except OSError as exc:
+                self._sync_core()
                 self._protocol.error_received(exc)
                 return
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
+                self._sync_core()
                 self._fatal_error(exc, "Fatal write error on datagram transport")
                 return
+        self._sync_core()
         self._maybe_resume_protocol()
+        self._sync_core()
         if not self._buffer:
             self._stop_writing()
             if self._closing:

@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+pub mod datagram_transport;
 pub mod event_loop;
 pub mod gil_cell;
 pub mod handles;
@@ -20,5 +21,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<datagram_transport::DatagramCore>()?;
     Ok(())
 }

@@ -282,3 +282,53 @@ def test_fd_used_by_transport(loop):
         await p.lost
 
     run(loop, main())
+
+
+def test_queue_when_socket_would_block(loop):
+    class Writer(Proto):
+        def pause_writing(self):
+            self.events.append("pause")
+
+        def resume_writing(self):
+            self.events.append("resume")
+
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "rx")
+            rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            rx.bind(path)
+            rx.setblocking(False)
+            try:
+                await exercise(path, rx)
+            finally:
+                rx.close()
+
+    async def exercise(path, rx):
+        # A Unix datagram receiver that isn't read makes the sender block.
+        t, p = await loop.create_datagram_endpoint(
+            lambda: Writer(loop), remote_addr=path, family=socket.AF_UNIX)
+        t.set_write_buffer_limits(high=20000)
+        queued = False
+        for i in range(300):
+            t.sendto(b"%04d" % i + b"x" * 1000)
+            queued = queued or t.get_write_buffer_size() > 0
+        assert queued
+        assert "pause" in p.events
+        t.close()  # connection_lost once the queue is flushed
+        seen = []
+        while not p.lost.done():
+            try:
+                seen.append(int(rx.recv(2000)[:4]))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        assert await p.lost is None
+        while True:
+            try:
+                seen.append(int(rx.recv(2000)[:4]))
+            except BlockingIOError:
+                break
+        assert seen == list(range(300))
+        assert t.get_write_buffer_size() == 0
+        assert p.events[-2:] == ["resume", "lost"]
+
+    run(loop, main())
