@@ -29,6 +29,31 @@ struct State {
     /// the Python path to keep datagrams in order.
     slow: bool,
     buf: Vec<u8>,
+    /// The last peer address received and its Python form: a datagram from
+    /// the same peer reuses the (immutable) tuple, and a reply to that very
+    /// tuple is sent natively with the cached sockaddr.
+    last_addr: Option<CachedAddr>,
+}
+
+struct CachedAddr {
+    ss: libc::sockaddr_storage,
+    len: libc::socklen_t,
+    obj: PyObject,
+}
+
+fn same_sockaddr(a: &libc::sockaddr_storage, alen: libc::socklen_t, b: &libc::sockaddr_storage, blen: libc::socklen_t) -> bool {
+    if alen != blen {
+        return false;
+    }
+    let n = alen as usize;
+    // SAFETY: both are sockaddr_storage, n <= its size.
+    let (pa, pb) = unsafe {
+        (
+            std::slice::from_raw_parts(a as *const _ as *const u8, n),
+            std::slice::from_raw_parts(b as *const _ as *const u8, n),
+        )
+    };
+    pa == pb
 }
 
 /// `OSError(errno, strerror(errno))`: Python maps it to the right subclass
@@ -180,8 +205,20 @@ impl DatagramCore {
             // A bytes object is not GC-tracked: creating it runs no Python code.
             Ok(PyBytes::new(py, &s.buf[..n as usize]).into_any().unbind())
         })?;
+        let cached = self.state.with(py, |s| match &s.last_addr {
+            Some(c) if same_sockaddr(&c.ss, c.len, &ss, len) => Some(c.obj.clone_ref(py)),
+            _ => None,
+        });
+        if let Some(addr) = cached {
+            return Ok(Some((data, addr)));
+        }
         match sockaddr_to_py(py, &ss, len) {
-            Ok(addr) => Ok(Some((data, addr))),
+            Ok(addr) => {
+                let entry = CachedAddr { ss, len, obj: addr.clone_ref(py) };
+                let old = self.state.with(py, |s| s.last_addr.replace(entry));
+                drop(old);
+                Ok(Some((data, addr)))
+            }
             Err(_) => Err(libc::EINVAL),
         }
     }
@@ -208,6 +245,34 @@ impl DatagramCore {
                 Err(e) => Self::classify(py, e),
             }
         } else {
+            if let Ok(b) = data.downcast::<PyBytes>() {
+                let target = self.state.with(py, |s| match &s.last_addr {
+                    Some(c) if addr.is(c.obj.bind(py)) => Some((c.ss, c.len)),
+                    _ => None,
+                });
+                if let Some((ss, len)) = target {
+                    let bytes = b.as_bytes();
+                    // SAFETY: valid buffer and sockaddr of the given lengths.
+                    let n = unsafe {
+                        libc::sendto(
+                            self.fd,
+                            bytes.as_ptr() as *const libc::c_void,
+                            bytes.len(),
+                            0,
+                            &ss as *const _ as *const libc::sockaddr,
+                            len,
+                        )
+                    };
+                    if n >= 0 {
+                        return Sent::Done;
+                    }
+                    let e = last_errno();
+                    if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR {
+                        return Sent::WouldBlock;
+                    }
+                    return Sent::Failed(os_error(e));
+                }
+            }
             match self
                 .sock
                 .bind(py)
@@ -256,6 +321,7 @@ impl DatagramCore {
                 conn_lost: false,
                 slow: false,
                 buf: Vec::new(),
+                last_addr: None,
             }),
         }
     }
