@@ -1,6 +1,7 @@
 """Subprocesses: subprocess_exec, subprocess_shell and their transport.
 
-`subprocess.Popen` runs in a short-lived thread of its own, so neither the fork
+`subprocess.Popen` runs on a spawner thread (a few, only while spawns
+are pending), so neither the fork
 nor the wait for the child's exec result (nor a slow ``preexec_fn``) blocks
 the loop; its exceptions (FileNotFoundError, PermissionError...) reach the
 caller. The child's stdin/stdout/stderr become pipe transports. Children are
@@ -47,6 +48,53 @@ def _kill_and_reap(proc) -> None:
         proc.wait()
     except OSError:
         pass
+
+
+class _Spawner:
+    """Runs spawn jobs on at most `max_threads` threads that exist only
+    while there is work: a burst of spawns shares a few threads, and no
+    thread outlives its queue (nothing lingers between bursts)."""
+
+    def __init__(self, max_threads: int) -> None:
+        self._max = max_threads
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: collections.deque = collections.deque()
+        self._threads = 0
+
+    def submit(self, job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            start = self._threads < self._max
+            if start:
+                self._threads += 1
+        if start:
+            try:
+                threading.Thread(
+                    target=self._work, name="ferroloop-spawn", daemon=True
+                ).start()
+            except BaseException:
+                with self._lock:
+                    self._threads -= 1
+                raise
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._threads -= 1
+                    return
+                job = self._jobs.popleft()
+            job()
+            job = None
+
+
+_spawner = _Spawner(max_threads=4)
+if hasattr(os, "register_at_fork"):
+    # The spawner's threads do not exist in a forked child.
+    os.register_at_fork(after_in_child=_spawner._reset)
 
 
 def _dispose_orphan(proc) -> None:
@@ -421,9 +469,8 @@ class SubprocessMethods:
         _compat.logger().debug(" ".join(info))
 
     async def _spawn(self, args, shell, stdin, stdout, stderr, bufsize, kwargs):
-        """Popen in a short-lived thread of its own (no pool: no threads
-        outlive the spawn); a cancelled caller's child is killed and reaped
-        there."""
+        """Popen on a spawner thread; a cancelled caller's child is killed
+        and reaped there."""
         fut = self.create_future()
         job = _SpawnJob()
 
@@ -459,7 +506,7 @@ class SubprocessMethods:
             finally:
                 exc = None
 
-        threading.Thread(target=popen, name="ferroloop-spawn", daemon=True).start()
+        _spawner.submit(popen)
         try:
             return await fut
         except BaseException:
