@@ -24,8 +24,10 @@ import warnings
 from asyncio import protocols, transports
 
 from . import _compat
+from ._ferroloop import ChildWatch
 
-_HAVE_PIDFD = hasattr(os, "pidfd_open")
+# False: reap by polling waitpid on a timer instead of watching a pidfd.
+_USE_PIDFD = True
 
 
 def _close_popen_pipes(proc) -> None:
@@ -178,6 +180,7 @@ class SubprocessTransport(transports.SubprocessTransport):
         self._pending_calls = collections.deque()
         self._pipes = {}
         self._finished = False
+        self._watch = None
         self._pidfd = None
         self._poll_handle = None
         if stdin == subprocess.PIPE:
@@ -260,13 +263,11 @@ class SubprocessTransport(transports.SubprocessTransport):
     # ---- reaping -----------------------------------------------------------
 
     def _watch_exit(self) -> None:
-        if _HAVE_PIDFD:
-            try:
-                self._pidfd = os.pidfd_open(self._pid)
-            except OSError:
-                self._pidfd = None
-        if self._pidfd is not None:
-            self._loop._add_reader(self._pidfd, self._pidfd_ready)
+        self._watch = watch = ChildWatch(self._pid, _USE_PIDFD)
+        fd = watch.fileno()
+        if fd is not None:
+            self._pidfd = fd
+            self._loop._add_reader(fd, self._pidfd_ready)
         else:
             self._poll_delay = 0.001
             self._poll_handle = self._loop.call_later(self._poll_delay, self._poll_exit)
@@ -278,7 +279,8 @@ class SubprocessTransport(transports.SubprocessTransport):
             loop = self._loop
             if loop is not None:
                 loop._remove_reader(pidfd)
-            os.close(pidfd)
+        if self._watch is not None:
+            self._watch.close()
         if self._poll_handle is not None:
             self._poll_handle.cancel()
             self._poll_handle = None
@@ -286,7 +288,7 @@ class SubprocessTransport(transports.SubprocessTransport):
     def _try_reap(self):
         """waitpid(WNOHANG): the exit code, or None while the child runs."""
         try:
-            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            return self._watch.try_reap()
         except ChildProcessError:
             # Someone else reaped it (Popen.poll() in close()/send_signal(),
             # or a foreign SIGCHLD reaper).
@@ -298,9 +300,6 @@ class SubprocessTransport(transports.SubprocessTransport):
                 )
                 rc = 255
             return rc
-        if pid == 0:
-            return None
-        return os.waitstatus_to_exitcode(status)
 
     def _pidfd_ready(self) -> None:
         rc = self._try_reap()
@@ -360,13 +359,7 @@ class SubprocessTransport(transports.SubprocessTransport):
         if not self._closed:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self.close()
-        pidfd = self._pidfd
-        if pidfd is not None:
-            self._pidfd = None
-            try:
-                os.close(pidfd)
-            except OSError:
-                pass
+        # The native ChildWatch closes its pidfd when it goes away.
 
     # ---- SubprocessTransport -------------------------------------------------
 

@@ -10,6 +10,7 @@ pub mod datagram_transport;
 pub mod event_loop;
 pub mod gil_cell;
 pub mod handles;
+pub mod process;
 pub mod reactor;
 pub mod ready_queue;
 pub mod self_pipe;
@@ -22,5 +23,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<datagram_transport::DatagramCore>()?;
+    m.add_class::<process::ChildWatch>()?;
     Ok(())
 }

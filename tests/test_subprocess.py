@@ -370,3 +370,23 @@ def test_unclosed_transport_warns(sp_loop):
     t = run(loop, main(), timeout=15)
     with pytest.warns(ResourceWarning, match="unclosed transport"):
         t.__del__()
+
+
+def test_reaping_without_pidfd(sp_loop, loop_kind, monkeypatch):
+    """The timer-polling fallback for systems without pidfd_open."""
+    if loop_kind == "asyncio":
+        pytest.skip("ferroloop's own reaping fallback")
+    import ferroloop.subprocess as fsp
+
+    monkeypatch.setattr(fsp, "_USE_PIDFD", False)
+
+    async def main():
+        procs = [await asyncio.create_subprocess_exec(
+            "sh", "-c", f"sleep 0.0{i}; exit {i}") for i in range(5)]
+        assert [await p.wait() for p in procs] == list(range(5))
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "print('x' * 100000)", stdout=subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert len(out) == 100001 and proc.returncode == 0
+
+    run(sp_loop, main(), timeout=15)
