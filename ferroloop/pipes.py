@@ -12,9 +12,11 @@ import os
 import stat
 import sys
 import warnings
+import weakref
 from asyncio import constants, transports
 
 from . import _compat
+from ._ferroloop import ReadPipeCore, WritePipeCore
 
 _MAX_READ = 256 * 1024
 
@@ -47,6 +49,7 @@ class ReadPipeTransport(transports.ReadTransport):
             self._protocol = None
             raise ValueError("Pipe transport is for pipes/sockets only.")
         os.set_blocking(self._fileno, False)
+        self._core = ReadPipeCore(weakref.ref(self), self._fileno, protocol, self.max_size)
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
@@ -55,7 +58,7 @@ class ReadPipeTransport(transports.ReadTransport):
     def _start_reading(self) -> None:
         if not self.is_reading() or self._reading:
             return
-        self._loop._add_reader(self._fileno, self._read_ready)
+        self._loop._add_reader(self._fileno, self._core.read_ready)
         self._reading = True
 
     def _stop_reading(self) -> None:
@@ -82,22 +85,18 @@ class ReadPipeTransport(transports.ReadTransport):
         return "<{}>".format(" ".join(info))
 
     def _read_ready(self) -> None:
-        try:
-            data = os.read(self._fileno, self.max_size)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on pipe transport")
-        else:
-            if data:
-                self._protocol.data_received(data)
-            else:
-                if self._loop.get_debug():
-                    _compat.logger().info("%r was closed by peer", self)
-                self._closing = True
-                self._stop_reading()
-                self._loop.call_soon(self._protocol.eof_received)
-                self._loop.call_soon(self._call_connection_lost, None)
+        # The reactor calls the native core directly; this is for callers
+        # of the private method.
+        self._core.read_ready()
+
+    def _eof(self) -> None:
+        """The core read end of file."""
+        if self._loop.get_debug():
+            _compat.logger().info("%r was closed by peer", self)
+        self._closing = True
+        self._stop_reading()
+        self._loop.call_soon(self._protocol.eof_received)
+        self._loop.call_soon(self._call_connection_lost, None)
 
     def pause_reading(self) -> None:
         if not self.is_reading():
@@ -117,6 +116,7 @@ class ReadPipeTransport(transports.ReadTransport):
 
     def set_protocol(self, protocol) -> None:
         self._protocol = protocol
+        self._core.set_protocol(protocol)
 
     def get_protocol(self):
         return self._protocol
@@ -193,6 +193,9 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
                 "Pipe transport is only for pipes, sockets and character devices"
             )
         os.set_blocking(self._fileno, False)
+        self._core = WritePipeCore(weakref.ref(self), self._fileno)
+        # The hot path: calls on the instance go straight to the native core.
+        self.write = self._core.write
         loop.call_soon(protocol.connection_made, self)
         # The write end of a pipe or socket polls readable when the read end
         # closes: that is how the peer's close is noticed.
@@ -251,6 +254,26 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
             self._close()
 
     def write(self, data) -> None:
+        # Instances call the native core's write (bound in __init__).
+        self._core.write(data)
+
+    def _sync_core(self) -> None:
+        self._core.set_slow(bool(self._buffer) or self._closing or bool(self._conn_lost))
+
+    def _write_rest(self, data, n) -> None:
+        """The core wrote n bytes of data (maybe 0: EAGAIN); queue the rest."""
+        self._start_writing()
+        self._buffer += memoryview(data)[n:]
+        self._sync_core()
+        self._maybe_pause_protocol()
+
+    def _write_failed(self, exc) -> None:
+        self._conn_lost += 1
+        self._sync_core()
+        self._fatal_error(exc, "Fatal write error on pipe transport")
+
+    def _write(self, data) -> None:
+        """The complete write, for what the core does not do natively."""
         assert isinstance(data, (bytes, bytearray, memoryview)), repr(data)
         if isinstance(data, bytearray):
             data = memoryview(data)
@@ -271,8 +294,7 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._conn_lost += 1
-                self._fatal_error(exc, "Fatal write error on pipe transport")
+                self._write_failed(exc)
                 return
             if n == len(data):
                 return
@@ -280,6 +302,7 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
                 data = memoryview(data)[n:]
             self._start_writing()
         self._buffer += data
+        self._sync_core()
         self._maybe_pause_protocol()
 
     def _write_ready(self) -> None:
@@ -295,11 +318,13 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
         except BaseException as exc:
             self._buffer.clear()
             self._conn_lost += 1
+            self._sync_core()
             self._stop_writing()
             self._fatal_error(exc, "Fatal write error on pipe transport")
         else:
             if n == len(self._buffer):
                 self._buffer.clear()
+                self._sync_core()
                 self._stop_writing()
                 self._maybe_resume_protocol()
                 if self._closing:
@@ -317,6 +342,7 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
             return
         assert self._pipe
         self._closing = True
+        self._sync_core()
         if not self._buffer:
             self._stop_reading()
             self._loop.call_soon(self._call_connection_lost, None)
@@ -361,6 +387,7 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
         self._closing = True
         self._stop_writing()
         self._buffer.clear()
+        self._sync_core()
         self._stop_reading()
         self._loop.call_soon(self._call_connection_lost, exc)
 

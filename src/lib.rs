@@ -10,6 +10,7 @@ pub mod datagram_transport;
 pub mod event_loop;
 pub mod gil_cell;
 pub mod handles;
+pub mod pipes;
 pub mod process;
 pub mod reactor;
 pub mod ready_queue;
@@ -24,5 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<datagram_transport::DatagramCore>()?;
     m.add_class::<process::ChildWatch>()?;
+    m.add_class::<pipes::ReadPipeCore>()?;
+    m.add_class::<pipes::WritePipeCore>()?;
     Ok(())
 }

@@ -297,3 +297,40 @@ def test_unclosed_transport_warns(loop):
         t.__del__()
     t._pipe = None
     os.close(w)
+
+
+def test_write_pipe_data_types(loop):
+    r, w = os.pipe()
+    wf = open(w, "wb", 0)
+
+    async def main():
+        t, p = await loop.connect_write_pipe(lambda: WriteProto(loop), wf)
+        t.write(b"bytes,")
+        t.write(bytearray(b"bytearray,"))
+        t.write(memoryview(b"memoryview"))
+        t.write(b"")
+        with pytest.raises(AssertionError):
+            t.write("text")
+        t.close()
+        await p.lost
+        assert os.read(r, 100) == b"bytes,bytearray,memoryview"
+
+    run(loop, main())
+    os.close(r)
+
+
+def test_set_protocol_switches_reads(loop):
+    r, w = os.pipe()
+    rf = open(r, "rb", 0)
+
+    async def main():
+        t, p = await loop.connect_read_pipe(lambda: ReadProto(loop), rf)
+        p2 = ReadProto(loop)
+        t.set_protocol(p2)
+        assert t.get_protocol() is p2
+        os.write(w, b"to the new protocol")
+        os.close(w)
+        await p2.lost
+        assert bytes(p2.data) == b"to the new protocol" and not p.data
+
+    run(loop, main())
