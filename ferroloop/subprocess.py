@@ -1,7 +1,6 @@
 """Subprocesses: subprocess_exec, subprocess_shell and their transport.
 
-`subprocess.Popen` runs on a spawner thread (a few, only while spawns
-are pending), so neither the fork
+`subprocess.Popen` runs on the loop's spawner thread, so neither the fork
 nor the wait for the child's exec result (nor a slow ``preexec_fn``) blocks
 the loop; its exceptions (FileNotFoundError, PermissionError...) reach the
 caller. The child's stdin/stdout/stderr become pipe transports. Children are
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
 import subprocess
 import threading
 import warnings
@@ -52,51 +52,42 @@ def _kill_and_reap(proc) -> None:
         pass
 
 
-class _Spawner:
-    """Runs spawn jobs on at most `max_threads` threads that exist only
-    while there is work: a burst of spawns shares a few threads, and no
-    thread outlives its queue (nothing lingers between bursts)."""
+class _LoopSpawner:
+    """The thread that runs one loop's Popen calls, one at a time, from the
+    loop's first spawn until the loop closes.
 
-    def __init__(self, max_threads: int) -> None:
-        self._max = max_threads
-        self._reset()
+    One long-lived thread rather than a thread per spawn: Linux ties
+    PR_SET_PDEATHSIG to the *thread* that forked the child, so a child
+    asking to die with its parent must not see its parent thread exit right
+    after the spawn (with stock asyncio that thread is the loop's own)."""
 
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: collections.deque = collections.deque()
-        self._threads = 0
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="ferroloop-spawn", daemon=True
+        )
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def submit(self, job) -> None:
-        with self._lock:
-            self._jobs.append(job)
-            start = self._threads < self._max
-            if start:
-                self._threads += 1
-        if start:
-            try:
-                threading.Thread(
-                    target=self._work, name="ferroloop-spawn", daemon=True
-                ).start()
-            except BaseException:
-                with self._lock:
-                    self._threads -= 1
-                raise
+        self._jobs.put(job)
 
-    def _work(self) -> None:
+    def _run(self) -> None:
         while True:
-            with self._lock:
-                if not self._jobs:
-                    self._threads -= 1
-                    return
-                job = self._jobs.popleft()
+            job = self._jobs.get()
+            if job is None:
+                return
             job()
             job = None
 
-
-_spawner = _Spawner(max_threads=4)
-if hasattr(os, "register_at_fork"):
-    # The spawner's threads do not exist in a forked child.
-    os.register_at_fork(after_in_child=_spawner._reset)
+    def stop(self) -> None:
+        """Let the thread finish what is queued, then exit. Waits briefly
+        for an idle thread, never for a slow spawn."""
+        self._jobs.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(0.5)
 
 
 def _dispose_orphan(proc) -> None:
@@ -448,6 +439,14 @@ class SubprocessTransport(transports.SubprocessTransport):
 class SubprocessMethods:
     """Mixin for `Loop`: subprocess_exec, subprocess_shell."""
 
+    def _close_core(self) -> None:
+        # Loop.close() ends with the native _close_core(); stop this loop's
+        # spawner thread on the way (cooperative: the chain continues).
+        spawner = self.__dict__.pop("_spawner", None)
+        if spawner is not None:
+            spawner.stop()
+        super()._close_core()
+
     def _log_subprocess(self, msg, stdin, stdout, stderr) -> None:
         info = [msg]
         if stdin is not None:
@@ -499,7 +498,10 @@ class SubprocessMethods:
             finally:
                 exc = None
 
-        _spawner.submit(popen)
+        spawner = self.__dict__.get("_spawner")
+        if spawner is None or not spawner.alive():
+            spawner = self._spawner = _LoopSpawner()
+        spawner.submit(popen)
         try:
             return await fut
         except BaseException:

@@ -390,3 +390,23 @@ def test_reaping_without_pidfd(sp_loop, loop_kind, monkeypatch):
         assert len(out) == 100001 and proc.returncode == 0
 
     run(sp_loop, main(), timeout=15)
+
+
+def test_pdeathsig_child_outlives_the_spawn(sp_loop):
+    """PR_SET_PDEATHSIG ties a child to the *thread* that forked it: a
+    child that asks for it must not be killed just because a helper thread
+    finished spawning it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+
+    def preexec():
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", "sleep 0.3; exit 7", preexec_fn=preexec)
+        assert await proc.wait() == 7
+
+    run(sp_loop, main(), timeout=15)
