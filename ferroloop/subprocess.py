@@ -53,26 +53,37 @@ def _kill_and_reap(proc) -> None:
 
 
 class _LoopSpawner:
-    """The thread that runs one loop's Popen calls, one at a time, from the
-    loop's first spawn until the loop closes.
+    """The threads that run one loop's Popen calls: started on demand (up
+    to `MAX_THREADS`, so a burst of spawns or a slow ``preexec_fn`` does not
+    hold the others up) and kept until the loop closes.
 
-    One long-lived thread rather than a thread per spawn: Linux ties
+    Long-lived threads rather than a thread per spawn: Linux ties
     PR_SET_PDEATHSIG to the *thread* that forked the child, so a child
     asking to die with its parent must not see its parent thread exit right
     after the spawn (with stock asyncio that thread is the loop's own)."""
 
+    MAX_THREADS = 8
+
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._run, name="ferroloop-spawn", daemon=True
-        )
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._stopped = False
 
     def submit(self, job) -> None:
+        with self._lock:
+            start = self._idle == 0 and len(self._threads) < self.MAX_THREADS
+            if start:
+                thread = threading.Thread(
+                    target=self._run, name="ferroloop-spawn", daemon=True
+                )
+                self._threads.append(thread)
+            else:
+                self._idle -= 1  # that worker is taken
         self._jobs.put(job)
+        if start:
+            thread.start()
 
     def _run(self) -> None:
         while True:
@@ -81,13 +92,24 @@ class _LoopSpawner:
                 return
             job()
             job = None
+            with self._lock:
+                self._idle += 1
+
+    def alive(self) -> bool:
+        # False in a forked child: the threads did not survive the fork.
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def stop(self) -> None:
-        """Let the thread finish what is queued, then exit. Waits briefly
-        for an idle thread, never for a slow spawn."""
-        self._jobs.put(None)
-        if self._thread is not threading.current_thread():
-            self._thread.join(0.5)
+        """Let the threads finish what is queued, then exit. Waits briefly
+        for idle threads, never for a slow spawn."""
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(None)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(0.5)
 
 
 def _dispose_orphan(proc) -> None:
@@ -499,7 +521,7 @@ class SubprocessMethods:
                 exc = None
 
         spawner = self.__dict__.get("_spawner")
-        if spawner is None or not spawner.alive():
+        if spawner is None or (spawner._threads and not spawner.alive()):
             spawner = self._spawner = _LoopSpawner()
         spawner.submit(popen)
         try:
