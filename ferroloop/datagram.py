@@ -115,7 +115,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
     def _start_reading(self) -> None:
         if self._closing or self._paused or self._reading:
             return
-        self._loop._add_reader(self._sock_fd, self._core.read_ready)
+        self._loop._add_reader(self._sock_fd, self._core.read_ready, self)
         self._reading = True
 
     def _stop_reading(self) -> None:

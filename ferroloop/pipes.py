@@ -58,7 +58,7 @@ class ReadPipeTransport(transports.ReadTransport):
     def _start_reading(self) -> None:
         if not self.is_reading() or self._reading:
             return
-        self._loop._add_reader(self._fileno, self._core.read_ready)
+        self._loop._add_reader(self._fileno, self._core.read_ready, self)
         self._reading = True
 
     def _stop_reading(self) -> None:

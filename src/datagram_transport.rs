@@ -172,9 +172,12 @@ impl DatagramCore {
         self.state.with(py, |s| s.protocol.clone_ref(py))
     }
 
-    fn fatal(&self, py: Python<'_>, err: PyErr, message: &str) -> PyResult<()> {
-        self.owner(py)?
-            .call_method1(intern!(py, "_fatal_error"), (err.value(py), message))?;
+    fn fatal(&self, py: Python<'_>, err: PyErr, message: &str, owner: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let owner = match owner {
+            Some(o) => o.clone(),
+            None => self.owner(py)?,
+        };
+        owner.call_method1(intern!(py, "_fatal_error"), (err.value(py), message))?;
         Ok(())
     }
 
@@ -341,7 +344,11 @@ impl DatagramCore {
     }
 
     /// Reader callback: one datagram (or one error) per readiness event.
-    fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
+    /// The transport registers it with itself as `owner`, so the reactor's
+    /// handle keeps the transport alive while it reads (as asyncio's bound
+    /// method does).
+    #[pyo3(signature = (owner=None))]
+    fn read_ready(&self, py: Python<'_>, owner: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         if self.state.with(py, |s| s.conn_lost) {
             return Ok(());
         }
@@ -389,7 +396,7 @@ impl DatagramCore {
                 } else if crate::handles::is_fatal(py, &e) {
                     return Err(e);
                 } else {
-                    self.fatal(py, e, "Fatal read error on datagram transport")?;
+                    self.fatal(py, e, "Fatal read error on datagram transport", owner)?;
                 }
             }
         }
@@ -442,7 +449,7 @@ impl DatagramCore {
                 } else if crate::handles::is_fatal(py, &e) {
                     Err(e)
                 } else {
-                    self.fatal(py, e, "Fatal write error on datagram transport")
+                    self.fatal(py, e, "Fatal write error on datagram transport", None)
                 }
             }
         }

@@ -65,8 +65,16 @@ impl ReadPipeCore {
         drop(old);
     }
 
-    /// Reader callback: one read per readiness event.
-    fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
+    /// Reader callback: one read per readiness event. Registered with the
+    /// transport as `owner`, so the reactor keeps the transport alive.
+    #[pyo3(signature = (owner=None))]
+    fn read_ready(&self, py: Python<'_>, owner: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let owner = |py| -> PyResult<Bound<'_, PyAny>> {
+            match owner {
+                Some(o) => Ok(o.clone()),
+                None => upgrade(py, &self.owner),
+            }
+        };
         let (fd, max) = (self.fd, self.max_size);
         let res = self.state.with(py, |s| {
             if s.buf.len() < max {
@@ -93,12 +101,12 @@ impl ReadPipeCore {
                     .call_method1(intern!(py, "data_received"), (data,))?;
             }
             Ok(None) => {
-                upgrade(py, &self.owner)?.call_method0(intern!(py, "_eof"))?;
+                owner(py)?.call_method0(intern!(py, "_eof"))?;
             }
             Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR => {}
             Err(e) => {
                 let exc = os_error(e);
-                upgrade(py, &self.owner)?.call_method1(
+                owner(py)?.call_method1(
                     intern!(py, "_fatal_error"),
                     (exc.value(py), "Fatal read error on pipe transport"),
                 )?;

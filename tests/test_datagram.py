@@ -332,3 +332,37 @@ def test_queue_when_socket_would_block(loop):
         assert p.events[-2:] == ["resume", "lost"]
 
     run(loop, main())
+
+
+def test_endpoint_kept_alive_while_reading(loop):
+    """Dropping every reference to a reading transport (a protocol that
+    doesn't store it) must not close it: the loop keeps it, as asyncio does."""
+    import gc
+
+    class Forgetful(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = loop.create_future()
+
+        def datagram_received(self, data, addr):
+            if not self.got.done():
+                self.got.set_result(data)
+
+    proto = Forgetful()
+
+    async def main():
+        t, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=("127.0.0.1", 0))
+        addr = t.get_extra_info("sockname")
+        del t
+        await asyncio.sleep(0)
+        gc.collect()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"still there", addr)
+        s.close()
+        return await asyncio.wait_for(proto.got, 2)
+
+    assert run(loop, main()) == b"still there"
+    # The test owns the endpoint's socket now: close it through the loop.
+    for tr in list(loop._transports.values()):
+        tr.close()
+    loop.run_until_complete(asyncio.sleep(0.01))

@@ -334,3 +334,23 @@ def test_set_protocol_switches_reads(loop):
         assert bytes(p2.data) == b"to the new protocol" and not p.data
 
     run(loop, main())
+
+
+def test_read_pipe_kept_alive_while_reading(loop):
+    import gc
+
+    r, w = os.pipe()
+    proto = ReadProto(loop)
+
+    async def main():
+        t, _ = await loop.connect_read_pipe(lambda: proto, open(r, "rb", 0))
+        proto.transport = None
+        del t
+        await asyncio.sleep(0)
+        gc.collect()
+        os.write(w, b"still read")
+        os.close(w)
+        return await asyncio.wait_for(proto.lost, 2)
+
+    assert run(loop, main()) is None
+    assert bytes(proto.data) == b"still read"
