@@ -335,7 +335,12 @@ class SubprocessTransport(transports.SubprocessTransport):
             self._proc.returncode = returncode
         if self._loop.get_debug():
             _compat.logger().debug("process %s exited with returncode %s", self._pid, returncode)
-        self._loop.call_soon(self._process_exited, returncode)
+        # Three hops to _process_exited, as with asyncio's child watchers
+        # (watcher -> call_soon_threadsafe -> call_soon_threadsafe(call_soon)
+        # -> _process_exited): a child whose pipes close as it exits reports
+        # pipe_connection_lost before process_exited, in asyncio's order.
+        loop = self._loop
+        loop.call_soon(loop.call_soon, loop.call_soon, self._process_exited, returncode)
 
     # ---- BaseTransport ------------------------------------------------------
 
