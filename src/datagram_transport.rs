@@ -1,8 +1,8 @@
 //! `DatagramCore`: the native data path of ferroloop's datagram transport.
 //!
 //! It owns the two hot operations of a UDP (or other datagram) endpoint:
-//! `read_ready` (the reactor's reader callback: one `recvfrom` into a reused
-//! buffer, an exact-size `bytes`, then `protocol.datagram_received(data,
+//! `read_ready` (the reactor's reader callback: one `recvfrom` into the
+//! thread's scratch buffer, an exact-size `bytes`, then `protocol.datagram_received(data,
 //! addr)` or `protocol.error_received(exc)`) and `sendto` while nothing is
 //! queued (sent at once; `error_received` for an OSError). Everything rarer
 //! -- queueing on EAGAIN, flow control, closing, fatal errors, argument
@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::gil_cell::GilCell;
+use crate::read_buffer::with_scratch;
 
 struct State {
     protocol: PyObject,
@@ -28,7 +29,6 @@ struct State {
     /// Something is queued or the transport is closing: `sendto` must take
     /// the Python path to keep datagrams in order.
     slow: bool,
-    buf: Vec<u8>,
     /// The last peer address received and its Python form: a datagram from
     /// the same peer reuses the (immutable) tuple, and a reply to that very
     /// tuple is sent natively with the cached sockaddr.
@@ -187,15 +187,12 @@ impl DatagramCore {
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let max = self.max_size;
         let fd = self.fd;
-        let data = self.state.with(py, |s| {
-            if s.buf.len() < max {
-                s.buf.resize(max, 0);
-            }
+        let data = with_scratch(max, |buf| {
             // SAFETY: buf has `max` writable bytes; ss/len are valid.
             let n = unsafe {
                 libc::recvfrom(
                     fd,
-                    s.buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.as_mut_ptr() as *mut libc::c_void,
                     max,
                     0,
                     &mut ss as *mut _ as *mut libc::sockaddr,
@@ -206,7 +203,7 @@ impl DatagramCore {
                 return Err(last_errno());
             }
             // A bytes object is not GC-tracked: creating it runs no Python code.
-            Ok(PyBytes::new(py, &s.buf[..n as usize]).into_any().unbind())
+            Ok(PyBytes::new(py, &buf[..n as usize]).into_any().unbind())
         })?;
         let cached = self.state.with(py, |s| match &s.last_addr {
             Some(c) if same_sockaddr(&c.ss, c.len, &ss, len) => Some(c.obj.clone_ref(py)),
@@ -323,7 +320,6 @@ impl DatagramCore {
                 protocol,
                 conn_lost: false,
                 slow: false,
-                buf: Vec::new(),
                 last_addr: None,
             }),
         }

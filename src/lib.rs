@@ -13,6 +13,7 @@ pub mod handles;
 pub mod pipes;
 pub mod process;
 pub mod reactor;
+pub mod read_buffer;
 pub mod ready_queue;
 pub mod self_pipe;
 pub mod signals;

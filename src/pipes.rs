@@ -2,7 +2,7 @@
 //! pipe transports (pipes, FIFOs, sockets, character devices, PTYs).
 //!
 //! `ReadPipeCore.read_ready` is the reactor's reader callback: one `read(2)`
-//! into a reused buffer, an exact-size `bytes` to `protocol.data_received`.
+//! into the thread's scratch buffer, an exact-size `bytes` to `protocol.data_received`.
 //! End of file and read errors go to the Python transport
 //! (`ferroloop.pipes.ReadPipeTransport`), which owns closing and PTY EIO
 //! handling. `WritePipeCore.write` writes at once while nothing is queued and
@@ -19,6 +19,7 @@ use pyo3::types::PyBytes;
 
 use crate::datagram_transport::os_error;
 use crate::gil_cell::GilCell;
+use crate::read_buffer::with_scratch;
 
 fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -34,7 +35,6 @@ fn upgrade<'py>(py: Python<'py>, owner: &PyObject) -> PyResult<Bound<'py, PyAny>
 
 struct ReadState {
     protocol: PyObject,
-    buf: Vec<u8>,
 }
 
 #[pyclass(module = "ferroloop._ferroloop", frozen)]
@@ -53,10 +53,7 @@ impl ReadPipeCore {
             owner,
             fd,
             max_size: max_size.max(1),
-            state: GilCell::new(ReadState {
-                protocol,
-                buf: Vec::new(),
-            }),
+            state: GilCell::new(ReadState { protocol }),
         }
     }
 
@@ -76,12 +73,9 @@ impl ReadPipeCore {
             }
         };
         let (fd, max) = (self.fd, self.max_size);
-        let res = self.state.with(py, |s| {
-            if s.buf.len() < max {
-                s.buf.resize(max, 0);
-            }
+        let res = with_scratch(max, |buf| {
             // SAFETY: buf has `max` writable bytes.
-            let n = unsafe { libc::read(fd, s.buf.as_mut_ptr() as *mut libc::c_void, max) };
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, max) };
             if n < 0 {
                 return Err(last_errno());
             }
@@ -89,11 +83,9 @@ impl ReadPipeCore {
                 return Ok(None);
             }
             // bytes are not GC-tracked: creating one runs no Python code.
-            Ok(Some((
-                PyBytes::new(py, &s.buf[..n as usize]).into_any().unbind(),
-                s.protocol.clone_ref(py),
-            )))
-        });
+            Ok(Some(PyBytes::new(py, &buf[..n as usize]).into_any().unbind()))
+        })
+        .map(|r| r.map(|data| (data, self.state.with(py, |s| s.protocol.clone_ref(py)))));
         match res {
             Ok(Some((data, protocol))) => {
                 protocol
