@@ -20,6 +20,7 @@ import os
 import queue
 import subprocess
 import threading
+import time
 import warnings
 from asyncio import protocols, transports
 
@@ -69,7 +70,6 @@ class _LoopSpawner:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._idle = 0
-        self._stopped = False
 
     def submit(self, job) -> None:
         with self._lock:
@@ -90,7 +90,10 @@ class _LoopSpawner:
             job = self._jobs.get()
             if job is None:
                 return
-            job()
+            try:
+                job()
+            except BaseException:  # jobs report their own errors; this is a bug
+                _compat.logger().exception("ferroloop spawner job failed")
             job = None
             with self._lock:
                 self._idle += 1
@@ -107,9 +110,10 @@ class _LoopSpawner:
         for _ in threads:
             self._jobs.put(None)
         me = threading.current_thread()
+        deadline = time.monotonic() + 0.5
         for t in threads:
             if t is not me:
-                t.join(0.5)
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 def _dispose_orphan(proc) -> None:
