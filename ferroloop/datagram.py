@@ -221,6 +221,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._sock.close()
             self._sock = None
             self._protocol = None
+            self._core.set_protocol(None)
             self._loop = None
 
     # ---- data path -----------------------------------------------------------

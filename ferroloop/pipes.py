@@ -162,6 +162,7 @@ class ReadPipeTransport(transports.ReadTransport):
             self._pipe.close()
             self._pipe = None
             self._protocol = None
+            self._core.set_protocol(None)
             self._loop = None
 
 

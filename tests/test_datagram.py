@@ -366,3 +366,23 @@ def test_endpoint_kept_alive_while_reading(loop):
     for tr in list(loop._transports.values()):
         tr.close()
     loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def test_protocol_released_after_close(loop):
+    import gc
+    import weakref
+
+    async def main():
+        t, p = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=("127.0.0.1", 0))
+        ref = weakref.ref(p)
+        lost = p.lost
+        t.close()
+        await lost
+        del p
+        return t, ref
+
+    t, ref = run(loop, main())
+    gc.collect()
+    assert ref() is None
+    assert t.is_closing()
