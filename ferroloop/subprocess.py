@@ -6,7 +6,8 @@ the loop; its exceptions (FileNotFoundError, PermissionError...) reach the
 caller. The child's stdin/stdout/stderr become pipe transports. Children are
 reaped without a thread per child: a pidfd (Linux) watched by the reactor
 says when the child has exited, then ``waitpid(WNOHANG)`` collects the
-status. Where pidfds are unavailable a timer polls ``waitpid(WNOHANG)``.
+status. Where pidfds are unavailable, a loop in the main thread polls its
+children on SIGCHLD, any other loop on a timer.
 
 The transport follows asyncio's base_subprocess semantics: pipe events and
 process_exited are queued until connection_made has been delivered;
@@ -18,10 +19,12 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
 import warnings
+import weakref
 from asyncio import protocols, transports
 
 from . import _compat
@@ -116,6 +119,58 @@ class _LoopSpawner:
                 t.join(max(0.0, deadline - time.monotonic()))
 
 
+class _SigchldReaper:
+    """Reaping without pidfds, for a loop in the main thread: on SIGCHLD
+    (through the loop's own signal handling) every child of this loop is
+    polled with waitpid(pid, WNOHANG), one syscall each, no thread.
+
+    Used only when pidfd_open is unavailable, and only if the application
+    has no SIGCHLD handler of its own on the loop; otherwise the transport
+    polls on a timer."""
+
+    _by_loop: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_loop(cls, loop):
+        reaper = cls._by_loop.get(loop)
+        if reaper is not None:
+            return reaper
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.SIGCHLD in loop._signal_handlers:
+            return None  # the application's; don't take it over
+        reaper = cls._by_loop[loop] = cls(loop)
+        return reaper
+
+    def __init__(self, loop) -> None:
+        self._loop = weakref.ref(loop)
+        self._children: dict = {}
+        self._installed = False
+
+    def add(self, transport) -> None:
+        loop = self._loop()
+        self._children[transport._pid] = transport
+        if not self._installed:
+            loop.add_signal_handler(signal.SIGCHLD, self._scan)
+            self._installed = True
+        # The child may have exited before the handler was in place.
+        loop.call_soon(self._scan)
+
+    def discard(self, pid) -> None:
+        self._children.pop(pid, None)
+        if not self._children and self._installed:
+            loop = self._loop()
+            self._installed = False
+            if loop is not None:
+                if not loop.is_closed():
+                    loop.remove_signal_handler(signal.SIGCHLD)
+                self._by_loop.pop(loop, None)
+
+    def _scan(self) -> None:
+        for transport in list(self._children.values()):
+            transport._sigchld_scan()
+
+
 def _dispose_orphan(proc) -> None:
     threading.Thread(
         target=_kill_and_reap, args=(proc,), name="ferroloop-reap", daemon=True
@@ -198,6 +253,7 @@ class SubprocessTransport(transports.SubprocessTransport):
         self._pipes = {}
         self._finished = False
         self._watch = None
+        self._sigchld = None
         self._pidfd = None
         self._poll_handle = None
         if stdin == subprocess.PIPE:
@@ -285,6 +341,11 @@ class SubprocessTransport(transports.SubprocessTransport):
         if fd is not None:
             self._pidfd = fd
             self._loop._add_reader(fd, self._pidfd_ready)
+            return
+        reaper = _SigchldReaper.for_loop(self._loop)
+        if reaper is not None:
+            self._sigchld = reaper
+            reaper.add(self)
         else:
             self._poll_delay = 0.001
             self._poll_handle = self._loop.call_later(self._poll_delay, self._poll_exit)
@@ -301,6 +362,9 @@ class SubprocessTransport(transports.SubprocessTransport):
         if self._poll_handle is not None:
             self._poll_handle.cancel()
             self._poll_handle = None
+        if self._sigchld is not None:
+            self._sigchld.discard(self._pid)
+            self._sigchld = None
 
     def _try_reap(self):
         """waitpid(WNOHANG): the exit code, or None while the child runs."""
@@ -324,6 +388,12 @@ class SubprocessTransport(transports.SubprocessTransport):
             return
         self._stop_watching()
         self._reaped(rc)
+
+    def _sigchld_scan(self) -> None:
+        rc = self._try_reap()
+        if rc is not None:
+            self._stop_watching()
+            self._reaped(rc)
 
     def _poll_exit(self) -> None:
         self._poll_handle = None

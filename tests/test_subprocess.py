@@ -372,15 +372,23 @@ def test_unclosed_transport_warns(sp_loop):
         t.__del__()
 
 
-def test_reaping_without_pidfd(sp_loop, loop_kind, monkeypatch):
-    """The timer-polling fallback for systems without pidfd_open."""
+@pytest.mark.parametrize("where", ["main thread (SIGCHLD)", "other thread (timer)"])
+def test_reaping_without_pidfd(loop_kind, loop_factory, monkeypatch, where):
+    """The fallbacks for systems without pidfd_open: SIGCHLD-driven polling
+    for a loop in the main thread, timer polling elsewhere."""
     if loop_kind == "asyncio":
         pytest.skip("ferroloop's own reaping fallback")
     import ferroloop.subprocess as fsp
 
     monkeypatch.setattr(fsp, "_USE_PIDFD", False)
+    in_thread = where.startswith("other")
 
     async def main():
+        loop = asyncio.get_running_loop()
+        proc = await asyncio.create_subprocess_exec("sleep", "0.2")
+        assert (fsp._SigchldReaper._by_loop.get(loop) is None) == in_thread
+        assert (signal.SIGCHLD in loop._signal_handlers) != in_thread
+        await proc.wait()
         procs = [await asyncio.create_subprocess_exec(
             "sh", "-c", f"sleep 0.0{i}; exit {i}") for i in range(5)]
         assert [await p.wait() for p in procs] == list(range(5))
@@ -388,8 +396,27 @@ def test_reaping_without_pidfd(sp_loop, loop_kind, monkeypatch):
             PY, "-c", "print('x' * 100000)", stdout=subprocess.PIPE)
         out, _ = await proc.communicate()
         assert len(out) == 100001 and proc.returncode == 0
+        # Once no child is left, SIGCHLD is given back.
+        assert signal.SIGCHLD not in loop._signal_handlers
 
-    run(sp_loop, main(), timeout=15)
+    result = []
+
+    def go():
+        lp = loop_factory()
+        try:
+            result.append(run(lp, main(), timeout=15))
+        except BaseException as exc:
+            result.append(exc)
+        finally:
+            lp.close()
+
+    if in_thread:
+        th = threading.Thread(target=go)
+        th.start()
+        th.join()
+    else:
+        go()
+    assert result == [None]
 
 
 def test_pdeathsig_child_outlives_the_spawn(sp_loop):
