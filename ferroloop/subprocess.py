@@ -147,14 +147,20 @@ class _SigchldReaper:
         self._children: dict = {}
         self._installed = False
 
-    def add(self, transport) -> None:
+    def add(self, transport) -> bool:
+        """Watch this child; False if SIGCHLD can't be handled here."""
         loop = self._loop()
-        self._children[transport._pid] = transport
         if not self._installed:
-            loop.add_signal_handler(signal.SIGCHLD, self._scan)
+            try:
+                loop.add_signal_handler(signal.SIGCHLD, self._scan)
+            except (RuntimeError, ValueError, OSError):
+                self._by_loop.pop(loop, None)
+                return False
             self._installed = True
+        self._children[transport._pid] = transport
         # The child may have exited before the handler was in place.
         loop.call_soon(self._scan)
+        return True
 
     def discard(self, pid) -> None:
         self._children.pop(pid, None)
@@ -343,9 +349,8 @@ class SubprocessTransport(transports.SubprocessTransport):
             self._loop._add_reader(fd, self._pidfd_ready)
             return
         reaper = _SigchldReaper.for_loop(self._loop)
-        if reaper is not None:
+        if reaper is not None and reaper.add(self):
             self._sigchld = reaper
-            reaper.add(self)
         else:
             self._poll_delay = 0.001
             self._poll_handle = self._loop.call_later(self._poll_delay, self._poll_exit)
