@@ -17,7 +17,7 @@ import socket
 import stat
 import warnings
 import weakref
-from asyncio import constants, futures, transports, trsock
+from asyncio import constants, transports, trsock
 
 from . import _compat
 from ._ferroloop import DatagramCore

@@ -17,7 +17,6 @@ in either order, and wakes the ``_wait()`` waiters."""
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import signal
 import subprocess

@@ -8,7 +8,7 @@ import os
 import subprocess
 from time import perf_counter
 
-from ..registry import Loop, Sample, Skip, check, row
+from ..registry import Loop, Skip, check, row
 
 ORDER = 60
 
