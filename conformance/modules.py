@@ -272,7 +272,6 @@ _SPECS: tuple[ModuleSpec, ...] = (
         "test_subprocess",
         replaces=("SubprocessMixin",),
         generate=_gen_subprocess,
-        staged=True,
         notes="GenericWatcherTests stays: it calls asyncio.set_child_watcher() on the policy",
     ),
 )

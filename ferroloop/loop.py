@@ -178,6 +178,7 @@ class Loop(
                     ResourceWarning,
                     source=self,
                 )
+        self._stop_spawners()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor

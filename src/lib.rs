@@ -6,10 +6,14 @@
 
 use pyo3::prelude::*;
 
+pub mod datagram_transport;
 pub mod event_loop;
 pub mod gil_cell;
 pub mod handles;
+pub mod pipes;
+pub mod process;
 pub mod reactor;
+pub mod read_buffer;
 pub mod ready_queue;
 pub mod self_pipe;
 pub mod signals;
@@ -20,5 +24,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<datagram_transport::DatagramCore>()?;
+    m.add_class::<process::ChildWatch>()?;
+    m.add_class::<pipes::ReadPipeCore>()?;
+    m.add_class::<pipes::WritePipeCore>()?;
     Ok(())
 }
