@@ -13,6 +13,7 @@ pub mod reactor;
 pub mod ready_queue;
 pub mod self_pipe;
 pub mod signals;
+pub mod stream_transport;
 pub mod timers;
 
 #[pymodule]
@@ -20,5 +21,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<stream_transport::StreamTransport>()?;
     Ok(())
 }
