@@ -26,7 +26,7 @@ _HOT = (
 )
 
 
-class _StreamTransport(transports.Transport):
+class _StreamTransport(transports._FlowControlMixin, transports.Transport):
     """Transport for a connected TCP or Unix stream socket."""
 
     _start_tls_compatible = True
@@ -35,7 +35,8 @@ class _StreamTransport(transports.Transport):
     _core = None
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(extra)
+        # Not _FlowControlMixin.__init__: flow control state is native.
+        transports.BaseTransport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
