@@ -30,6 +30,12 @@ use crate::gil_cell::GilCell;
 const MAX_READ: usize = 256 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+/// Read size once a transport is in large-read mode (reads go in place).
+const BIG_READ_SIZE: usize = MAX_READ;
+/// Reads at least this large switch a transport to reading in place.
+const BIG_READ: usize = 64 * 1024;
+/// Most reads in one readiness callback (each after a full buffer).
+const READS_PER_EVENT: usize = 4;
 /// Chunks handed to one `writev`.
 const MAX_IOV: usize = 512;
 
@@ -90,6 +96,7 @@ struct State {
     eof: bool,
     conn_lost: u32,
     empty_waiter: Option<PyObject>,
+    big_reads: bool,
 }
 
 /// References that can form cycles (protocol <-> wrapper <-> this object):
@@ -307,6 +314,90 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// recv straight into a new MAX_READ-byte bytes object, then shrink it
+    /// to the size read (for transports that keep receiving large reads).
+    fn recv_direct(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, i32> {
+        // SAFETY: a fresh, uniquely owned bytes object is filled and resized
+        // before anyone else sees it; on failure it is released.
+        unsafe {
+            let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), BIG_READ_SIZE as ffi::Py_ssize_t);
+            if obj.is_null() {
+                ffi::PyErr_Clear();
+                return Err(libc::ENOMEM);
+            }
+            let n = libc::recv(fd, ffi::PyBytes_AsString(obj) as *mut libc::c_void, BIG_READ_SIZE, 0);
+            if n < 0 {
+                let e = errno();
+                ffi::Py_DECREF(obj);
+                return Err(e);
+            }
+            if (n as usize) < BIG_READ_SIZE && ffi::_PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
+                ffi::PyErr_Clear();
+                return Err(libc::ENOMEM);
+            }
+            Ok(Bound::from_owned_ptr(py, obj).downcast_into_unchecked())
+        }
+    }
+
+    /// One read; true if it filled the buffer and reading may go on.
+    fn read_once(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let (lost, buffered) = this.st.with(py, |s| (s.conn_lost, s.buffered));
+        if lost != 0 {
+            return Ok(false);
+        }
+        if buffered {
+            Self::read_buffered(slf)?;
+            return Ok(false);
+        }
+        let big = this.st.with(py, |s| s.big_reads);
+        let data = if big {
+            Self::recv_direct(py, this.fd)
+        } else {
+            SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
+                let n = unsafe {
+                    libc::recv(this.fd, scratch.as_mut_ptr() as *mut libc::c_void, MAX_READ, 0)
+                };
+                if n < 0 {
+                    Err(errno())
+                } else {
+                    Ok(PyBytes::new(py, &scratch[..n as usize]))
+                }
+            })
+        };
+        if let Ok(d) = &data {
+            // Large reads go straight into a bytes object (no copy); small
+            // ones into the shared scratch buffer, then an exact-size copy.
+            let n = d.as_bytes().len();
+            if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
+                this.st.with(py, |s| s.big_reads = !big);
+            }
+        }
+        let data = match data {
+            Ok(d) => d,
+            Err(e) if would_block(e) => return Ok(false),
+            Err(e) => {
+                Self::fatal(slf, os_error(e), "Fatal read error on socket transport")?;
+                return Ok(false);
+            }
+        };
+        let n = data.as_bytes().len();
+        if n == 0 {
+            Self::on_eof(slf)?;
+            return Ok(false);
+        }
+        let p = this.protocol(py);
+        if let Err(e) = p.bind(py).call_method1(intern!(py, "data_received"), (data,)) {
+            Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
+            return Ok(false);
+        }
+        Ok(n == MAX_READ && this.st.with(py, |s| !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered))
+    }
+
+
     fn take_buffer(&self, py: Python<'_>) -> VecDeque<Py<PyBytes>> {
         self.st.with(py, |s| {
             s.buf_size = 0;
@@ -347,6 +438,7 @@ impl StreamTransport {
                 eof: false,
                 conn_lost: 0,
                 empty_waiter: None,
+                big_reads: false,
             }),
             refs: Mutex::new(Refs {
                 wrapper: Some(wrapper.clone().unbind()),
@@ -378,41 +470,16 @@ impl StreamTransport {
     // ---- readiness callbacks ----------------------------------------------
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (lost, buffered) = this.st.with(py, |s| (s.conn_lost, s.buffered));
-        if lost != 0 {
-            return Ok(());
-        }
-        if buffered {
-            return Self::read_buffered(slf);
-        }
-        let data = SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
-            let n = unsafe {
-                libc::recv(this.fd, scratch.as_mut_ptr() as *mut libc::c_void, MAX_READ, 0)
-            };
-            if n < 0 {
-                Err(errno())
-            } else {
-                Ok(PyBytes::new(py, &scratch[..n as usize]))
+        // A read that fills the whole buffer means more is waiting: take a
+        // few more now instead of one per poll (as libuv does).
+        for _ in 0..READS_PER_EVENT {
+            if !Self::read_once(slf)? {
+                break;
             }
-        });
-        let data = match data {
-            Ok(d) => d,
-            Err(e) if would_block(e) => return Ok(()),
-            Err(e) => return Self::fatal(slf, os_error(e), "Fatal read error on socket transport"),
-        };
-        if data.as_bytes().is_empty() {
-            return Self::on_eof(slf);
-        }
-        let p = this.protocol(py);
-        if let Err(e) = p.bind(py).call_method1(intern!(py, "data_received"), (data,)) {
-            return Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.");
         }
         Ok(())
     }
+
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
