@@ -351,3 +351,56 @@ def test_sendfile(loop, fallback_only, tmp_path):
         server.close()
         await server.wait_closed()
     run(loop, main())
+
+
+def test_transport_fd_is_guarded(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.remove_writer(a.fileno())
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
+
+
+def test_unclosed_transport_warns_and_closes(loop_factory):
+    import gc
+    import warnings
+    loop = loop_factory()
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        await loop.create_connection(asyncio.Protocol, sock=a)
+        return b
+
+    b = run(loop, main())
+    loop.close()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert any("unclosed transport" in str(x.message) for x in w), [str(x.message) for x in w]
+    b.close()
+
+
+def test_connection_lost_error_on_reset_by_write(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        b.close()
+        for _ in range(20):
+            tr.write(b"x" * 1000)
+            await asyncio.sleep(0.01)
+            if proto.lost.done():
+                break
+        exc = await proto.lost
+        assert isinstance(exc, (BrokenPipeError, ConnectionResetError)), exc
+    run(loop, main())
