@@ -37,6 +37,11 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     clock_resolution: f64,
+    /// Stream transports with writes to send when this turn's callbacks
+    /// are done (one vectored write each per turn).
+    pub(crate) turn_end: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    /// True inside `_run_until_stopped` (turns are being run).
+    pub(crate) turning: AtomicBool,
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -298,7 +303,8 @@ impl LoopCore {
             }
         }
         this.batch.with(py, |slot| *slot = batch);
-        result
+        let flushed = crate::stream_transport::flush_turn_end(slf);
+        result.and(flushed)
     }
 
     /// Debug mode: remember the current handle and log slow callbacks.
@@ -346,6 +352,8 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             clock_resolution: monotonic_resolution(),
+            turn_end: GilCell::new(Vec::new()),
+            turning: AtomicBool::new(false),
         })
     }
 
@@ -469,6 +477,7 @@ impl LoopCore {
     /// per-run set-up and tear-down.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
+        this.turning.store(true, Ordering::Relaxed);
         let result = loop {
             if let Err(e) = Self::_run_once(slf) {
                 break Err(e);
@@ -478,7 +487,10 @@ impl LoopCore {
             }
         };
         this.stopping.store(false, Ordering::Relaxed);
-        result
+        this.turning.store(false, Ordering::Relaxed);
+        // Writes made by the last turn's callbacks are already flushed;
+        // anything queued since (none normally) goes out now.
+        result.and(crate::stream_transport::flush_turn_end(slf))
     }
 
     // ---- file descriptors -------------------------------------------------
@@ -599,6 +611,7 @@ impl LoopCore {
         let ready = this.ready.clear(py);
         let timers = this.timers.with(py, |t| t.clear());
         let watches = this.reactor.take_all(py);
+        let flushes = this.turn_end.with(py, std::mem::take);
         let signals: Vec<_> = this
             .signals
             .signals(py)
@@ -610,7 +623,7 @@ impl LoopCore {
         for h in timers.iter() {
             h.get().scheduled.store(false, Ordering::Relaxed);
         }
-        drop((ready, timers, watches, signals));
+        drop((ready, timers, watches, signals, flushes));
     }
 }
 

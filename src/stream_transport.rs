@@ -24,6 +24,9 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
+use std::sync::atomic::Ordering;
+
+use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
 
 /// asyncio's `_SelectorTransport.max_size`: most bytes taken per read.
@@ -97,6 +100,10 @@ struct State {
     conn_lost: u32,
     empty_waiter: Option<PyObject>,
     big_reads: bool,
+    /// Data waits in `buf` for the end-of-turn flush.
+    flush_pending: bool,
+    /// The fd is watched for writability (`_write_ready`).
+    writer_on: bool,
 }
 
 /// References that can form cycles (protocol <-> wrapper <-> this object):
@@ -179,11 +186,15 @@ impl StreamTransport {
 
     fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        if slf.get().st.with(py, |s| std::mem::replace(&mut s.writer_on, true)) {
+            return Ok(());
+        }
         let cb = slf.getattr(intern!(py, "_write_ready"))?;
         slf.get().loop_call(py, intern!(py, "_add_writer"), Some(&cb))
     }
 
     fn remove_writer(&self, py: Python<'_>) -> PyResult<()> {
+        self.st.with(py, |s| s.writer_on = false);
         self.loop_call(py, intern!(py, "_remove_writer"), None)
     }
 
@@ -398,6 +409,107 @@ impl StreamTransport {
     }
 
 
+    /// One writev of the queued chunks: None if nothing to do, the errno,
+    /// or the fully written chunks (to drop outside the state cell).
+    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Vec<Py<PyBytes>>, i32>> {
+        self.st.with(py, |s| {
+            if s.buf.is_empty() || s.conn_lost != 0 {
+                return None;
+            }
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(s.buf.len().min(MAX_IOV));
+            for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
+                let bytes = b.bind(py).as_bytes();
+                let off = if i == 0 { s.head_off } else { 0 };
+                iov.push(libc::iovec {
+                    iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
+                    iov_len: bytes.len() - off,
+                });
+            }
+            // SAFETY: the iovecs point into bytes objects the buffer keeps alive.
+            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), iov.len() as libc::c_int) };
+            if n < 0 {
+                return Some(Err(errno()));
+            }
+            let mut n = n as usize;
+            s.buf_size -= n;
+            let mut dropped = Vec::new();
+            while n > 0 {
+                let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
+                if n >= len {
+                    n -= len;
+                    s.head_off = 0;
+                    dropped.push(s.buf.pop_front().unwrap());
+                } else {
+                    s.head_off += n;
+                    n = 0;
+                }
+            }
+            Some(Ok(dropped))
+        })
+    }
+
+    /// End-of-turn flush (or early, when a turn's writes pass the high mark).
+    pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let go = this.st.with(py, |s| std::mem::replace(&mut s.flush_pending, false));
+        if !go {
+            return Ok(());
+        }
+        match this.writev_buffer(py) {
+            None => Ok(()),
+            Some(Err(e)) if would_block(e) => {
+                Self::add_writer(slf)?;
+                this.maybe_pause_protocol(py)
+            }
+            Some(Err(e)) => Self::write_failed(slf, e),
+            Some(Ok(dropped)) => {
+                drop(dropped);
+                let (empty, closing, eof, waiter) = this.st.with(py, |s| {
+                    let empty = s.buf.is_empty();
+                    if empty && s.closing {
+                        s.conn_lost += 1;
+                    }
+                    (empty, s.closing, s.eof, s.empty_waiter.as_ref().map(|w| w.clone_ref(py)))
+                });
+                if !empty {
+                    Self::add_writer(slf)?;
+                    return this.maybe_pause_protocol(py);
+                }
+                if this.st.with(py, |s| s.writer_on) {
+                    this.remove_writer(py)?;
+                }
+                if let Some(w) = waiter {
+                    w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                }
+                if closing {
+                    // As if the data had gone out at once and close() had
+                    // then found the buffer empty.
+                    Self::schedule_connection_lost(slf, py.None())
+                } else if eof {
+                    this.shutdown_wr()
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn write_failed(slf: &Bound<'_, Self>, e: i32) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.remove_writer(py)?;
+        drop(this.take_buffer(py));
+        let exc = os_error(e);
+        let exc_val = exc.clone_ref(py).into_value(py);
+        Self::fatal(slf, exc, "Fatal write error on socket transport")?;
+        let waiter = this.st.with(py, |s| s.empty_waiter.as_ref().map(|w| w.clone_ref(py)));
+        if let Some(w) = waiter {
+            w.bind(py).call_method1(intern!(py, "set_exception"), (exc_val,))?;
+        }
+        Ok(())
+    }
+
     fn take_buffer(&self, py: Python<'_>) -> VecDeque<Py<PyBytes>> {
         self.st.with(py, |s| {
             s.buf_size = 0;
@@ -439,6 +551,8 @@ impl StreamTransport {
                 conn_lost: 0,
                 empty_waiter: None,
                 big_reads: false,
+                flush_pending: false,
+                writer_on: false,
             }),
             refs: Mutex::new(Refs {
                 wrapper: Some(wrapper.clone().unbind()),
@@ -484,55 +598,11 @@ impl StreamTransport {
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let res = this.st.with(py, |s| {
-            if s.buf.is_empty() || s.conn_lost != 0 {
-                return None;
-            }
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(s.buf.len().min(MAX_IOV));
-            for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
-                let bytes = b.bind(py).as_bytes();
-                let off = if i == 0 { s.head_off } else { 0 };
-                iov.push(libc::iovec {
-                    iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
-                    iov_len: bytes.len() - off,
-                });
-            }
-            // SAFETY: the iovecs point into bytes objects the buffer keeps alive.
-            let n = unsafe { libc::writev(this.fd, iov.as_ptr(), iov.len() as libc::c_int) };
-            if n < 0 {
-                return Some(Err(errno()));
-            }
-            let mut n = n as usize;
-            s.buf_size -= n;
-            let mut dropped = Vec::new();
-            while n > 0 {
-                let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
-                if n >= len {
-                    n -= len;
-                    s.head_off = 0;
-                    dropped.push(s.buf.pop_front().unwrap());
-                } else {
-                    s.head_off += n;
-                    n = 0;
-                }
-            }
-            Some(Ok(dropped))
-        });
+        let res = this.writev_buffer(py);
         match res {
             None => Ok(()),
             Some(Err(e)) if would_block(e) => Ok(()),
-            Some(Err(e)) => {
-                this.remove_writer(py)?;
-                drop(this.take_buffer(py));
-                let exc = os_error(e);
-                let exc_val = exc.clone_ref(py).into_value(py);
-                Self::fatal(slf, exc, "Fatal write error on socket transport")?;
-                let waiter = this.st.with(py, |s| s.empty_waiter.as_ref().map(|w| w.clone_ref(py)));
-                if let Some(w) = waiter {
-                    w.bind(py).call_method1(intern!(py, "set_exception"), (exc_val,))?;
-                }
-                Ok(())
-            }
+            Some(Err(e)) => Self::write_failed(slf, e),
             Some(Ok(dropped)) => {
                 drop(dropped);
                 this.maybe_resume_protocol(py)?;
@@ -611,6 +681,28 @@ impl StreamTransport {
         }
         let mut off = 0usize;
         if !queued {
+            // Inside a loop turn: queue, and send everything this turn wrote
+            // in one vectored write when the turn's callbacks are done.
+            if let Some(lp) = this.lp(py) {
+                if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
+                    let core = core.get();
+                    if core.turning.load(Ordering::Relaxed) {
+                        let len = raw.len();
+                        let over = this.st.with(py, |s| {
+                            s.head_off = 0;
+                            s.buf_size += len;
+                            s.buf.push_back(bytes.clone().unbind());
+                            s.flush_pending = true;
+                            s.buf_size > s.high
+                        });
+                        core.turn_end.with(py, |v| v.push(slf.clone().unbind()));
+                        if over {
+                            Self::flush(slf)?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
             // SAFETY: send reads from a live bytes object.
             let n = unsafe {
                 libc::send(
@@ -634,13 +726,17 @@ impl StreamTransport {
             Self::add_writer(slf)?;
         }
         let len = raw.len();
-        this.st.with(py, |s| {
+        let flush_now = this.st.with(py, |s| {
             if s.buf.is_empty() {
                 s.head_off = off;
             }
             s.buf_size += len - off;
             s.buf.push_back(bytes.unbind());
+            s.flush_pending && s.buf_size > s.high
         });
+        if flush_now {
+            return Self::flush(slf);
+        }
         this.maybe_pause_protocol(py)
     }
 
@@ -650,8 +746,11 @@ impl StreamTransport {
         Self::write(slf, &data)
     }
 
-    fn write_eof(&self, py: Python<'_>) -> PyResult<()> {
-        let shut = self.st.with(py, |s| {
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        Self::flush(slf)?;
+        let this = slf.get();
+        let shut = this.st.with(py, |s| {
             if s.closing || s.eof {
                 return false;
             }
@@ -659,7 +758,7 @@ impl StreamTransport {
             s.buf.is_empty()
         });
         if shut {
-            self.shutdown_wr()?;
+            this.shutdown_wr()?;
         }
         Ok(())
     }
@@ -759,6 +858,8 @@ impl StreamTransport {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // Writes queued this turn go out first, as they would have already.
+        Self::flush(slf)?;
         let (go, empty) = this.st.with(py, |s| {
             if s.closing {
                 (false, false)
@@ -790,6 +891,7 @@ impl StreamTransport {
     fn _force_close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        Self::flush(slf)?;
         let (lost, had_buf, was_closing) = this.st.with(py, |s| {
             (s.conn_lost, !s.buf.is_empty(), s.closing)
         });
@@ -856,8 +958,9 @@ impl StreamTransport {
 
     // ---- sendfile support -----------------------------------------------------------
 
-    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let (has, lp, empty) = self.st.with(py, |s| {
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let (has, lp, empty) = slf.get().st.with(py, |s| {
             (s.empty_waiter.is_some(), s.lp.as_ref().map(|l| l.clone_ref(py)), s.buf.is_empty())
         });
         if has {
@@ -865,7 +968,7 @@ impl StreamTransport {
         }
         let lp = lp.ok_or_else(|| PyRuntimeError::new_err("Transport is closed"))?;
         let fut = lp.bind(py).call_method0(intern!(py, "create_future"))?;
-        self.st.with(py, |s| s.empty_waiter = Some(fut.clone().unbind()));
+        slf.get().st.with(py, |s| s.empty_waiter = Some(fut.clone().unbind()));
         if empty {
             fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
@@ -953,4 +1056,32 @@ impl StreamTransport {
         }
         Ok(())
     }
+}
+
+/// Runs the end-of-turn flushes the loop's callbacks queued. Errors are
+/// reported through the loop's exception handler, except SystemExit and
+/// KeyboardInterrupt, which propagate once every transport is flushed.
+pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = lp.py();
+    let pending = lp.get().turn_end.with(py, std::mem::take);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut result = Ok(());
+    for t in pending.iter() {
+        if let Err(e) = StreamTransport::flush(t.bind(py)) {
+            if is_fatal(py, &e) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                continue;
+            }
+            let ctx = pyo3::types::PyDict::new(py);
+            ctx.set_item("message", "Exception in stream transport flush")?;
+            ctx.set_item("exception", e.into_value(py))?;
+            lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+    }
+    drop(pending);
+    result
 }

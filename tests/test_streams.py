@@ -404,3 +404,50 @@ def test_connection_lost_error_on_reset_by_write(loop):
         exc = await proto.lost
         assert isinstance(exc, (BrokenPipeError, ConnectionResetError)), exc
     run(loop, main())
+
+
+def test_write_from_resume_writing_then_close_releases_fd(loop):
+    """Writes made from resume_writing() (inside the transport's own write
+    callback) and a close() right after: the fd is fully released, so a new
+    socket that reuses the number works with the loop."""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+
+        class P(asyncio.Protocol):
+            def __init__(self):
+                self.lost = loop.create_future()
+                self.rounds = 0
+            def connection_made(self, tr):
+                self.tr = tr
+            def pause_writing(self):
+                pass
+            def resume_writing(self):
+                self.rounds += 1
+                if self.rounds < 3:
+                    self.tr.write(b"r" * 300_000)
+                else:
+                    self.tr.close()
+            def connection_lost(self, exc):
+                self.lost.set_result(exc)
+
+        proto = P()
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr.write(b"w" * 1_000_000)
+        got = 0
+        while not proto.lost.done():
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        fd = a.fileno()
+        assert fd == -1  # the transport closed its socket
+        b.close()
+        # nothing is left watching the old fd number
+        if hasattr(loop, "_get_watch"):
+            watched = [w for w in loop._get_watch(tr._sock_fd) if w is not None]
+        else:
+            watched = [k for k in loop._selector.get_map() if k == tr._sock_fd]
+        assert watched == []
+    run(loop, main())
