@@ -40,7 +40,10 @@ const BIG_READ: usize = 64 * 1024;
 /// Most reads in one readiness callback (each after a full buffer).
 const READS_PER_EVENT: usize = 4;
 /// Chunks handed to one `writev`.
-const MAX_IOV: usize = 512;
+const MAX_IOV: usize = 64;
+
+/// Chunks a writev sent in full, dropped outside the state cell.
+type Spent = [Option<Py<PyBytes>>; MAX_IOV];
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_READ]);
@@ -116,6 +119,8 @@ struct Refs {
 #[pyclass(module = "ferroloop._ferroloop", frozen, weakref)]
 pub struct StreamTransport {
     fd: RawFd,
+    /// The loop is ferroloop's (so writes can wait for the end of the turn).
+    native_loop: bool,
     st: GilCell<State>,
     refs: Mutex<Refs>,
 }
@@ -411,40 +416,45 @@ impl StreamTransport {
 
     /// One writev of the queued chunks: None if nothing to do, the errno,
     /// or the fully written chunks (to drop outside the state cell).
-    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Vec<Py<PyBytes>>, i32>> {
+    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Spent, i32>> {
         self.st.with(py, |s| {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
             }
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(s.buf.len().min(MAX_IOV));
+            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+            let mut cnt = 0;
             for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
                 let bytes = b.bind(py).as_bytes();
                 let off = if i == 0 { s.head_off } else { 0 };
-                iov.push(libc::iovec {
+                iov[i] = libc::iovec {
                     iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
                     iov_len: bytes.len() - off,
-                });
+                };
+                cnt = i + 1;
             }
             // SAFETY: the iovecs point into bytes objects the buffer keeps alive.
-            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), iov.len() as libc::c_int) };
+            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), cnt as libc::c_int) };
             if n < 0 {
                 return Some(Err(errno()));
             }
             let mut n = n as usize;
             s.buf_size -= n;
-            let mut dropped = Vec::new();
+            // Sent chunks leave the cell here and are released by the caller.
+            let mut spent: Spent = std::array::from_fn(|_| None);
+            let mut k = 0;
             while n > 0 {
                 let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
                 if n >= len {
                     n -= len;
                     s.head_off = 0;
-                    dropped.push(s.buf.pop_front().unwrap());
+                    spent[k] = s.buf.pop_front();
+                    k += 1;
                 } else {
                     s.head_off += n;
                     n = 0;
                 }
             }
-            Some(Ok(dropped))
+            Some(Ok(spent))
         })
     }
 
@@ -533,6 +543,7 @@ impl StreamTransport {
         let buffered = is_buffered(protocol)?;
         Ok(StreamTransport {
             fd,
+            native_loop: lp.downcast::<LoopCore>().is_ok(),
             st: GilCell::new(State {
                 lp: Some(lp.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
@@ -683,9 +694,10 @@ impl StreamTransport {
         if !queued {
             // Inside a loop turn: queue, and send everything this turn wrote
             // in one vectored write when the turn's callbacks are done.
-            if let Some(lp) = this.lp(py) {
-                if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
-                    let core = core.get();
+            if let Some(lp) = this.lp(py).filter(|_| this.native_loop) {
+                {
+                    // SAFETY: native_loop records that the loop is a LoopCore.
+                    let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
                     if core.turning.load(Ordering::Relaxed) {
                         let len = raw.len();
                         let over = this.st.with(py, |s| {
