@@ -40,6 +40,7 @@ pub struct LoopCore {
     /// Stream transports with writes to send when this turn's callbacks
     /// are done (one vectored write each per turn).
     pub(crate) turn_end: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    pub(crate) turn_end_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     /// True inside `_run_until_stopped` (turns are being run).
     pub(crate) turning: AtomicBool,
 }
@@ -353,6 +354,7 @@ impl LoopCore {
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             clock_resolution: monotonic_resolution(),
             turn_end: GilCell::new(Vec::new()),
+            turn_end_spare: GilCell::new(Vec::new()),
             turning: AtomicBool::new(false),
         })
     }

@@ -43,7 +43,7 @@ const READS_PER_EVENT: usize = 4;
 const MAX_IOV: usize = 64;
 
 /// Chunks a writev sent in full, dropped outside the state cell.
-type Spent = [Option<Py<PyBytes>>; MAX_IOV];
+type Spent = (Option<Py<PyBytes>>, Vec<Py<PyBytes>>);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_READ]);
@@ -421,34 +421,46 @@ impl StreamTransport {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
             }
-            let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+            let mut iov: [std::mem::MaybeUninit<libc::iovec>; MAX_IOV] =
+                [const { std::mem::MaybeUninit::uninit() }; MAX_IOV];
             let mut cnt = 0;
             for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
                 let bytes = b.bind(py).as_bytes();
                 let off = if i == 0 { s.head_off } else { 0 };
-                iov[i] = libc::iovec {
+                iov[i].write(libc::iovec {
                     iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
                     iov_len: bytes.len() - off,
-                };
+                });
                 cnt = i + 1;
             }
-            // SAFETY: the iovecs point into bytes objects the buffer keeps alive.
-            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), cnt as libc::c_int) };
+            // SAFETY: the first cnt iovecs are initialised and point into
+            // bytes objects the buffer keeps alive.
+            let n = unsafe {
+                if cnt == 1 {
+                    let v = iov[0].assume_init();
+                    libc::send(self.fd, v.iov_base, v.iov_len, libc::MSG_NOSIGNAL)
+                } else {
+                    libc::writev(self.fd, iov.as_ptr() as *const libc::iovec, cnt as libc::c_int)
+                }
+            };
             if n < 0 {
                 return Some(Err(errno()));
             }
             let mut n = n as usize;
             s.buf_size -= n;
             // Sent chunks leave the cell here and are released by the caller.
-            let mut spent: Spent = std::array::from_fn(|_| None);
-            let mut k = 0;
+            let mut spent: Spent = (None, Vec::new());
             while n > 0 {
                 let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
                 if n >= len {
                     n -= len;
                     s.head_off = 0;
-                    spent[k] = s.buf.pop_front();
-                    k += 1;
+                    let chunk = s.buf.pop_front();
+                    if spent.0.is_none() {
+                        spent.0 = chunk;
+                    } else {
+                        spent.1.extend(chunk);
+                    }
                 } else {
                     s.head_off += n;
                     n = 0;
@@ -1075,16 +1087,38 @@ impl StreamTransport {
 /// KeyboardInterrupt, which propagate once every transport is flushed.
 pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = lp.py();
-    let pending = lp.get().turn_end.with(py, std::mem::take);
-    if pending.is_empty() {
-        return Ok(());
-    }
+    let core = lp.get();
     let mut result = Ok(());
+    // Flushing can run protocol callbacks that write again: a few rounds.
+    for _ in 0..8 {
+        if core.turn_end.with(py, |v| v.is_empty()) {
+            break;
+        }
+        // Swap in the spare vector (keeps both allocations across turns).
+        let mut pending = core.turn_end_spare.with(py, std::mem::take);
+        core.turn_end.with(py, |v| std::mem::swap(v, &mut pending));
+        flush_all(lp, &pending, &mut result)?;
+        pending.clear();
+        core.turn_end_spare.with(py, |v| {
+            if v.capacity() == 0 {
+                *v = pending;
+            }
+        });
+    }
+    result
+}
+
+fn flush_all(
+    lp: &Bound<'_, LoopCore>,
+    pending: &[Py<StreamTransport>],
+    result: &mut PyResult<()>,
+) -> PyResult<()> {
+    let py = lp.py();
     for t in pending.iter() {
         if let Err(e) = StreamTransport::flush(t.bind(py)) {
             if is_fatal(py, &e) {
                 if result.is_ok() {
-                    result = Err(e);
+                    *result = Err(e);
                 }
                 continue;
             }
@@ -1094,6 +1128,5 @@ pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
             lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
         }
     }
-    drop(pending);
-    result
+    Ok(())
 }
