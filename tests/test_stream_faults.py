@@ -270,3 +270,35 @@ def test_many_concurrent_connections(loop):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert errors == []
     print(f"{n} concurrent connections")
+
+
+@pytest.mark.parametrize("delay", [None, 0.05])
+def test_next_address_after_refusal(loop, delay):
+    """A refused first address falls through to the next one, sequentially
+    or staggered (happy eyeballs)."""
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        good = server.sockets[0].getsockname()[1]
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        bad = s.getsockname()[1]
+        s.close()
+        infos = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", bad)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", good)),
+        ]
+
+        async def fake_getaddrinfo(*args, **kwargs):
+            return infos
+        loop.getaddrinfo = fake_getaddrinfo
+        tr, _ = await loop.create_connection(
+            asyncio.Protocol, "example.invalid", 1, happy_eyeballs_delay=delay)
+        assert tr.get_extra_info("peername") == ("127.0.0.1", good)
+        tr.close()
+        await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+    try:
+        run(loop, main())
+    finally:
+        del loop.getaddrinfo
