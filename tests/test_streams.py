@@ -451,3 +451,47 @@ def test_write_from_resume_writing_then_close_releases_fd(loop):
             watched = [k for k in loop._selector.get_map() if k == tr._sock_fd]
         assert watched == []
     run(loop, main())
+
+
+def test_many_writes_in_one_callback_then_close(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        parts = [bytes([65 + i % 26]) * (i + 1) for i in range(300)]
+        for p in parts:
+            tr.write(p)
+        tr.writelines(parts[:3])
+        tr.close()
+        assert tr.is_closing()
+        tr.write(b"ignored?")   # asyncio: queued if the buffer is not empty
+        b.setblocking(False)
+        got = bytearray()
+        while True:
+            chunk = await loop.sock_recv(b, 1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        await proto.lost
+        expected = b"".join(parts) + b"".join(parts[:3])
+        assert bytes(got[: len(expected)]) == expected
+        b.close()
+    run(loop, main())
+
+
+def test_write_outside_running_loop(loop):
+    async def setup():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        return tr, proto, b
+
+    tr, proto, b = run(loop, setup())
+    tr.write(b"sent while the loop is stopped")
+    b.settimeout(2)
+    assert b.recv(100) == b"sent while the loop is stopped"
+    tr.close()
+    run(loop, proto.lost)
+    b.close()
