@@ -623,7 +623,13 @@ impl StreamTransport {
         let this = slf.get();
         let res = this.writev_buffer(py);
         match res {
-            None => Ok(()),
+            None => {
+                // Nothing to send: never leave a level-triggered watch spinning.
+                if this.st.with(py, |s| s.buf.is_empty() && s.writer_on) {
+                    this.remove_writer(py)?;
+                }
+                Ok(())
+            }
             Some(Err(e)) if would_block(e) => Ok(()),
             Some(Err(e)) => Self::write_failed(slf, e),
             Some(Ok(dropped)) => {
