@@ -1,9 +1,11 @@
 """A throw-away CA-less self-signed certificate for TLS tests: made with the
 `cryptography` package when it is importable, else CPython's test certs."""
 
+import atexit
 import datetime
 import functools
 import os
+import shutil
 import ssl
 import tempfile
 
@@ -41,6 +43,7 @@ def cert_files():
         .sign(key, hashes.SHA256())
     )
     d = tempfile.mkdtemp(prefix="ferroloop-certs-")
+    atexit.register(shutil.rmtree, d, True)
     certfile = os.path.join(d, "cert.pem")
     keyfile = os.path.join(d, "key.pem")
     with open(certfile, "wb") as f:
