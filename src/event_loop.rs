@@ -41,8 +41,9 @@ pub struct LoopCore {
     /// are done (one vectored write each per turn).
     pub(crate) turn_end: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     pub(crate) turn_end_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
-    /// True inside `_run_until_stopped` (turns are being run).
-    pub(crate) turning: AtomicBool,
+    /// The thread running turns (`pthread_self`), 0 when none is: only
+    /// writes made on that thread wait for the end of the turn.
+    pub(crate) turning: AtomicU64,
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -355,7 +356,7 @@ impl LoopCore {
             clock_resolution: monotonic_resolution(),
             turn_end: GilCell::new(Vec::new()),
             turn_end_spare: GilCell::new(Vec::new()),
-            turning: AtomicBool::new(false),
+            turning: AtomicU64::new(0),
         })
     }
 
@@ -479,7 +480,8 @@ impl LoopCore {
     /// per-run set-up and tear-down.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
-        this.turning.store(true, Ordering::Relaxed);
+        // SAFETY: pthread_self has no preconditions.
+        this.turning.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         let result = loop {
             if let Err(e) = Self::_run_once(slf) {
                 break Err(e);
@@ -489,7 +491,7 @@ impl LoopCore {
             }
         };
         this.stopping.store(false, Ordering::Relaxed);
-        this.turning.store(false, Ordering::Relaxed);
+        this.turning.store(0, Ordering::Relaxed);
         // Writes made by the last turn's callbacks are already flushed;
         // anything queued since (none normally) goes out now.
         result.and(crate::stream_transport::flush_turn_end(slf))

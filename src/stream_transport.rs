@@ -716,7 +716,9 @@ impl StreamTransport {
                 {
                     // SAFETY: native_loop records that the loop is a LoopCore.
                     let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
-                    if core.turning.load(Ordering::Relaxed) {
+                    // SAFETY: pthread_self has no preconditions.
+                    let me = unsafe { libc::pthread_self() } as u64;
+                    if core.turning.load(Ordering::Relaxed) == me {
                         let len = raw.len();
                         let over = this.st.with(py, |s| {
                             s.head_off = 0;

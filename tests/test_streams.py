@@ -495,3 +495,25 @@ def test_write_outside_running_loop(loop):
     tr.close()
     run(loop, proto.lost)
     b.close()
+
+
+def test_write_from_another_thread_is_sent(loop):
+    """Not thread-safe in asyncio either, but a write made from a foreign
+    thread while the loop sleeps must not wait for the loop to wake."""
+    import threading
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        t = threading.Thread(target=tr.write, args=(b"from thread",))
+        t.start()
+        t.join()
+        b.settimeout(2)
+        data = await loop.run_in_executor(None, b.recv, 100)
+        assert data == b"from thread"
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
