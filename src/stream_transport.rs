@@ -1,8 +1,10 @@
 //! `StreamTransport`: the byte path of a connected stream socket (TCP or
 //! Unix): reads into exact-size `bytes` (or a `BufferedProtocol`'s buffer),
-//! writes tried at once with the rest queued and flushed with `writev`, flow
-//! control at the water marks, and the close/EOF/connection_lost sequence of
-//! asyncio's selector socket transport.
+//! writes coalesced per loop turn (what the turn's callbacks wrote goes out
+//! in one `writev` when they are done; outside a turn, or from another
+//! thread, a write is tried at once) with the rest queued and flushed on
+//! writability, flow control at the water marks, and the close/EOF/
+//! connection_lost sequence of asyncio's selector socket transport.
 //!
 //! The public object is the Python wrapper in `ferroloop/transports.py` (an
 //! `asyncio.Transport`); it owns one of these and binds the hot methods onto
@@ -33,8 +35,6 @@ use crate::gil_cell::GilCell;
 const MAX_READ: usize = 256 * 1024;
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
-/// Read size once a transport is in large-read mode (reads go in place).
-const BIG_READ_SIZE: usize = MAX_READ;
 /// Reads at least this large switch a transport to reading in place.
 const BIG_READ: usize = 64 * 1024;
 /// Most reads in one readiness callback (each after a full buffer).
@@ -336,18 +336,18 @@ impl StreamTransport {
         // SAFETY: a fresh, uniquely owned bytes object is filled and resized
         // before anyone else sees it; on failure it is released.
         unsafe {
-            let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), BIG_READ_SIZE as ffi::Py_ssize_t);
+            let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), MAX_READ as ffi::Py_ssize_t);
             if obj.is_null() {
                 ffi::PyErr_Clear();
                 return Err(libc::ENOMEM);
             }
-            let n = libc::recv(fd, ffi::PyBytes_AsString(obj) as *mut libc::c_void, BIG_READ_SIZE, 0);
+            let n = libc::recv(fd, ffi::PyBytes_AsString(obj) as *mut libc::c_void, MAX_READ, 0);
             if n < 0 {
                 let e = errno();
                 ffi::Py_DECREF(obj);
                 return Err(e);
             }
-            if (n as usize) < BIG_READ_SIZE && ffi::_PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
+            if (n as usize) < MAX_READ && ffi::_PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
                 ffi::PyErr_Clear();
                 return Err(libc::ENOMEM);
             }
@@ -1071,11 +1071,6 @@ impl StreamTransport {
     #[getter]
     fn _low_water(&self, py: Python<'_>) -> usize {
         self.st.with(py, |s| s.low)
-    }
-    /// Is the fd registered for writing? (for the wrapper's repr)
-    #[getter]
-    fn _write_pending(&self, py: Python<'_>) -> bool {
-        self.st.with(py, |s| !s.buf.is_empty())
     }
 }
 
