@@ -302,3 +302,21 @@ def test_next_address_after_refusal(loop, delay):
         run(loop, main())
     finally:
         del loop.getaddrinfo
+
+
+def test_tls_handshake_timeout(loop):
+    """A peer that never answers the ClientHello: the handshake times out
+    with asyncio's error, and nothing is left open."""
+    from _certs import client_context
+
+    async def main():
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ConnectionAbortedError, match="SSL handshake is taking longer than 0.2 seconds"):
+            await loop.create_connection(
+                asyncio.Protocol, "127.0.0.1", port, ssl=client_context(),
+                server_hostname="localhost", ssl_handshake_timeout=0.2)
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)
+    run(loop, main())
