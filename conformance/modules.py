@@ -239,35 +239,31 @@ _SPECS: tuple[ModuleSpec, ...] = (
         notes="GetEventLoopTestsMixin classes (TestPy/CGetEventLoop) stay: they use "
         "asyncio.new_event_loop() (the policy) and asyncio.set_child_watcher()",
     ),
-    # ---- staged: selectable by name or --all, not in the default run yet ----
-    ModuleSpec("test_streams", staged=True,
+    ModuleSpec("test_streams",
                notes="test_read_all_from_pipe_reader installs a SafeChildWatcher via the policy"),
     ModuleSpec(
         "test_server",
         replaces=("BaseStartServer",),
         generate=_gen_server,
-        staged=True,
     ),
     ModuleSpec(
         "test_sendfile",
         replaces=("SendfileBase",),
         generate=_gen_sendfile,
-        staged=True,
     ),
     ModuleSpec(
         "test_buffered_proto",
         replaces=("BaseTestBufferedProtocol",),
         generate=_gen_buffered_proto,
-        staged=True,
     ),
-    ModuleSpec("test_ssl", staged=True),
+    ModuleSpec("test_ssl"),
     ModuleSpec(
         "test_sslproto",
         replaces=("BaseStartTLS",),
         generate=_gen_sslproto,
-        staged=True,
         notes="SslProtoHandshakeTests run as-is (CPython's SSLProtocol on the kind's loop)",
     ),
+    # ---- staged: selectable by name or --all, not in the default run yet ----
     ModuleSpec(
         "test_subprocess",
         replaces=("SubprocessMixin",),

@@ -10,6 +10,11 @@ from . import _compat
 
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
+# (host, port, type(port), family, type, proto, flags) -> getaddrinfo's answer, for
+# numeric hosts only (they need no lookup, so the answer never changes).
+_numeric_cache: dict = {}
+_NUMERIC_CACHE_SIZE = 1024
+
 
 def _numeric_port(port) -> bool:
     if port is None or isinstance(port, int):
@@ -27,13 +32,30 @@ class ResolverMethods:
     """Mixin for `Loop`: getaddrinfo, getnameinfo and the address fast path."""
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        self._check_closed()
+        if self.is_closed():
+            raise RuntimeError("Event loop is closed")
+        key = (host, port, port.__class__, family, type, proto, flags)
+        try:
+            return list(_numeric_cache[key])
+        except (KeyError, TypeError):
+            pass
         if _numeric_port(port) and host is not None:
             try:
                 # Cannot block: AI_NUMERICHOST refuses anything needing DNS.
-                return socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC)
+                infos = socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC)
             except (socket.gaierror, UnicodeError):
                 pass  # not numeric after all: resolve in a thread below
+            else:
+                # A numeric answer depends on nothing but its arguments (save
+                # AI_ADDRCONFIG, which looks at the interfaces): remember it.
+                if not flags & socket.AI_ADDRCONFIG:
+                    if len(_numeric_cache) >= _NUMERIC_CACHE_SIZE:
+                        _numeric_cache.clear()
+                    try:
+                        _numeric_cache[key] = tuple(infos)
+                    except TypeError:
+                        pass
+                return infos
         getaddr_func = socket.getaddrinfo
         if self.get_debug():
             getaddr_func = self._getaddrinfo_debug

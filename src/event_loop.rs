@@ -37,6 +37,13 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     clock_resolution: f64,
+    /// Stream transports with writes to send when this turn's callbacks
+    /// are done (one vectored write each per turn).
+    pub(crate) turn_end: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    pub(crate) turn_end_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    /// The thread running turns (`pthread_self`), 0 when none is: only
+    /// writes made on that thread wait for the end of the turn.
+    pub(crate) turning: AtomicU64,
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -304,7 +311,8 @@ impl LoopCore {
             }
         }
         this.batch.with(py, |slot| *slot = batch);
-        result
+        let flushed = crate::stream_transport::flush_turn_end(slf);
+        result.and(flushed)
     }
 
     /// Debug mode: remember the current handle and log slow callbacks.
@@ -353,6 +361,9 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             clock_resolution: monotonic_resolution(),
+            turn_end: GilCell::new(Vec::new()),
+            turn_end_spare: GilCell::new(Vec::new()),
+            turning: AtomicU64::new(0),
         })
     }
 
@@ -480,6 +491,8 @@ impl LoopCore {
     /// per-run set-up and tear-down.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
+        // SAFETY: pthread_self has no preconditions.
+        this.turning.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         let result = loop {
             if let Err(e) = Self::_run_once(slf) {
                 break Err(e);
@@ -489,7 +502,10 @@ impl LoopCore {
             }
         };
         this.stopping.store(false, Ordering::Relaxed);
-        result
+        this.turning.store(0, Ordering::Relaxed);
+        // Writes made by the last turn's callbacks are already flushed;
+        // anything queued since (none normally) goes out now.
+        result.and(crate::stream_transport::flush_turn_end(slf))
     }
 
     // ---- file descriptors -------------------------------------------------
@@ -618,6 +634,10 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         self.reactor.traverse(&visit_handle)?;
         self.signals.traverse(&visit_handle)?;
+        // Transports waiting for the end-of-turn flush are held strongly.
+        self.turn_end
+            .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
+            .unwrap_or(Ok(()))?;
         Ok(())
     }
 
@@ -646,12 +666,14 @@ impl LoopCore {
         let ready = this.ready.clear(py);
         let timers = this.timers.with(py, |t| t.clear());
         let watches = this.reactor.take_all(py);
+        let flushes = this.turn_end.with(py, std::mem::take);
         let signals = this.signals.clear(py);
         this.reactor.close();
         this.self_pipe.close();
         for h in timers.iter() {
             h.get().scheduled.store(false, Ordering::Relaxed);
         }
+        drop(flushes);
         release_all(py, ready, timers, watches, signals);
     }
 }

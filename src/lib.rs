@@ -17,6 +17,7 @@ pub mod read_buffer;
 pub mod ready_queue;
 pub mod self_pipe;
 pub mod signals;
+pub mod stream_transport;
 pub mod timers;
 
 #[pymodule]
@@ -28,5 +29,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<process::ChildWatch>()?;
     m.add_class::<pipes::ReadPipeCore>()?;
     m.add_class::<pipes::WritePipeCore>()?;
+    m.add_class::<stream_transport::StreamTransport>()?;
     Ok(())
 }

@@ -1,0 +1,1135 @@
+//! `StreamTransport`: the byte path of a connected stream socket (TCP or
+//! Unix): reads into exact-size `bytes` (or a `BufferedProtocol`'s buffer),
+//! writes coalesced per loop turn (what the turn's callbacks wrote goes out
+//! in one `writev` when they are done; outside a turn, or from another
+//! thread, a write is tried at once) with the rest queued and flushed on
+//! writability, flow control at the water marks, and the close/EOF/
+//! connection_lost sequence of asyncio's selector socket transport.
+//!
+//! The public object is the Python wrapper in `ferroloop/transports.py` (an
+//! `asyncio.Transport`); it owns one of these and binds the hot methods onto
+//! itself. Rare paths that log (`_fatal_error`, debug messages, flow-control
+//! callback failures) call back into the wrapper.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use pyo3::exceptions::{
+    PyConnectionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
+};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use std::sync::atomic::Ordering;
+
+use crate::event_loop::LoopCore;
+use crate::gil_cell::GilCell;
+
+/// asyncio's `_SelectorTransport.max_size`: most bytes taken per read.
+const MAX_READ: usize = 256 * 1024;
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+/// Reads at least this large switch a transport to reading in place.
+const BIG_READ: usize = 64 * 1024;
+/// Most reads in one readiness callback (each after a full buffer).
+const READS_PER_EVENT: usize = 4;
+/// Chunks handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Chunks a writev sent in full, dropped outside the state cell.
+type Spent = (Option<Py<PyBytes>>, Vec<Py<PyBytes>>);
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_READ]);
+}
+
+static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = protocol.py();
+    let cls = BUFFERED_PROTOCOL.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+        Ok(py
+            .import("asyncio.protocols")?
+            .getattr("BufferedProtocol")?
+            .downcast_into::<PyType>()?
+            .unbind())
+    })?;
+    protocol.is_instance(cls.bind(py))
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn would_block(e: i32) -> bool {
+    e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR
+}
+
+/// `OSError(errno, strerror)`: Python picks the subclass from the errno
+/// (ConnectionResetError, BrokenPipeError, ...), exactly as `socket` does.
+fn os_error(e: i32) -> PyErr {
+    // SAFETY: strerror returns a valid NUL-terminated string.
+    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(e)) }
+        .to_string_lossy()
+        .into_owned();
+    PyOSError::new_err((e, msg))
+}
+
+fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+struct State {
+    lp: Option<PyObject>,
+    sock: Option<PyObject>,
+    server: Option<PyObject>,
+    protocol_connected: bool,
+    buffered: bool,
+    buf: VecDeque<Py<PyBytes>>,
+    head_off: usize,
+    buf_size: usize,
+    high: usize,
+    low: usize,
+    protocol_paused: bool,
+    paused: bool,
+    closing: bool,
+    eof: bool,
+    conn_lost: u32,
+    empty_waiter: Option<PyObject>,
+    big_reads: bool,
+    /// Data waits in `buf` for the end-of-turn flush.
+    flush_pending: bool,
+    /// The fd is watched for writability (`_write_ready`).
+    writer_on: bool,
+}
+
+/// References that can form cycles (protocol <-> wrapper <-> this object):
+/// kept where the garbage collector can see them.
+struct Refs {
+    wrapper: Option<PyObject>,
+    protocol: Option<PyObject>,
+}
+
+#[pyclass(module = "ferroloop._ferroloop", frozen, weakref)]
+pub struct StreamTransport {
+    fd: RawFd,
+    /// The loop is ferroloop's (so writes can wait for the end of the turn).
+    native_loop: bool,
+    st: GilCell<State>,
+    refs: Mutex<Refs>,
+}
+
+impl StreamTransport {
+    fn refs(&self) -> std::sync::MutexGuard<'_, Refs> {
+        self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn protocol(&self, py: Python<'_>) -> PyObject {
+        match &self.refs().protocol {
+            Some(p) => p.clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    fn wrapper(&self, py: Python<'_>) -> Option<PyObject> {
+        self.refs().wrapper.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    fn lp(&self, py: Python<'_>) -> Option<PyObject> {
+        self.st.with(py, |s| s.lp.as_ref().map(|l| l.clone_ref(py)))
+    }
+
+    fn debug(&self, py: Python<'_>) -> PyResult<bool> {
+        match self.lp(py) {
+            Some(lp) => lp.bind(py).call_method0(intern!(py, "get_debug"))?.is_truthy(),
+            None => Ok(false),
+        }
+    }
+
+    fn log_debug(&self, py: Python<'_>, msg: &str) -> PyResult<()> {
+        if self.debug(py)? {
+            if let Some(w) = self.wrapper(py) {
+                w.bind(py).call_method1(intern!(py, "_log_debug"), (msg,))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_fatal_error`: the wrapper logs (or reports) and force-closes. A
+    /// SystemExit/KeyboardInterrupt is never swallowed.
+    fn fatal(slf: &Bound<'_, Self>, exc: PyErr, msg: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal(py, &exc) {
+            return Err(exc);
+        }
+        let exc = exc.into_value(py);
+        match slf.get().wrapper(py) {
+            Some(w) => {
+                w.bind(py)
+                    .call_method1(intern!(py, "_fatal_error"), (exc, msg))?;
+            }
+            None => Self::_force_close(slf, Some(exc.into_any().bind(py)))?,
+        }
+        Ok(())
+    }
+
+    fn loop_call(&self, py: Python<'_>, name: &Bound<'_, pyo3::types::PyString>, fd_cb: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        if let Some(lp) = self.lp(py) {
+            match fd_cb {
+                Some(cb) => lp.bind(py).call_method1(name, (self.fd, cb))?,
+                None => lp.bind(py).call_method1(name, (self.fd,))?,
+            };
+        }
+        Ok(())
+    }
+
+    fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().st.with(py, |s| std::mem::replace(&mut s.writer_on, true)) {
+            return Ok(());
+        }
+        let cb = slf.getattr(intern!(py, "_write_ready"))?;
+        slf.get().loop_call(py, intern!(py, "_add_writer"), Some(&cb))
+    }
+
+    fn remove_writer(&self, py: Python<'_>) -> PyResult<()> {
+        self.st.with(py, |s| s.writer_on = false);
+        self.loop_call(py, intern!(py, "_remove_writer"), None)
+    }
+
+    fn remove_reader(&self, py: Python<'_>) -> PyResult<()> {
+        self.loop_call(py, intern!(py, "_remove_reader"), None)
+    }
+
+    fn flow_error(&self, py: Python<'_>, msg: &str, err: PyErr) -> PyResult<()> {
+        if is_fatal(py, &err) {
+            return Err(err);
+        }
+        if let Some(w) = self.wrapper(py) {
+            w.bind(py)
+                .call_method1(intern!(py, "_flow_control_error"), (msg, err.into_value(py)))?;
+        }
+        Ok(())
+    }
+
+    fn maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        let pause = self.st.with(py, |s| {
+            if s.buf_size <= s.high || s.protocol_paused {
+                false
+            } else {
+                s.protocol_paused = true;
+                true
+            }
+        });
+        if pause {
+            let p = self.protocol(py);
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
+                self.flow_error(py, "protocol.pause_writing() failed", e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        let resume = self.st.with(py, |s| {
+            if s.protocol_paused && s.buf_size <= s.low {
+                s.protocol_paused = false;
+                true
+            } else {
+                false
+            }
+        });
+        if resume {
+            let p = self.protocol(py);
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
+                self.flow_error(py, "protocol.resume_writing() failed", e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown_wr(&self) -> PyResult<()> {
+        // SAFETY: plain syscall on our fd.
+        if unsafe { libc::shutdown(self.fd, libc::SHUT_WR) } < 0 {
+            return Err(os_error(errno()));
+        }
+        Ok(())
+    }
+
+    fn on_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.log_debug(py, "%r received EOF")?;
+        let p = this.protocol(py);
+        let keep_open = match p
+            .bind(py)
+            .call_method0(intern!(py, "eof_received"))
+            .and_then(|r| r.is_truthy())
+        {
+            Ok(k) => k,
+            Err(e) => {
+                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
+            }
+        };
+        if keep_open {
+            this.remove_reader(py)
+        } else {
+            Self::close(slf)
+        }
+    }
+
+    fn read_buffered(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let p = this.protocol(py);
+        let p = p.bind(py);
+        let buf = match p
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|b| {
+                if b.len()? == 0 {
+                    Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"))
+                } else {
+                    Ok(b)
+                }
+            }) {
+            Ok(b) => b,
+            Err(e) => return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed."),
+        };
+        // SAFETY: the view is filled by PyObject_GetBuffer and released below;
+        // recv writes at most view.len bytes into it.
+        let n = unsafe {
+            let mut view: ffi::Py_buffer = std::mem::zeroed();
+            if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
+                let e = PyErr::fetch(py);
+                return Self::fatal(slf, e, "Fatal read error on socket transport");
+            }
+            let n = libc::recv(this.fd, view.buf as *mut libc::c_void, view.len as usize, 0);
+            let err = errno();
+            ffi::PyBuffer_Release(&mut view);
+            if n < 0 {
+                if would_block(err) {
+                    return Ok(());
+                }
+                return Self::fatal(slf, os_error(err), "Fatal read error on socket transport");
+            }
+            n as usize
+        };
+        drop(buf);
+        if n == 0 {
+            return Self::on_eof(slf);
+        }
+        if let Err(e) = p.call_method1(intern!(py, "buffer_updated"), (n,)) {
+            return Self::fatal(slf, e, "Fatal error: protocol.buffer_updated() call failed.");
+        }
+        Ok(())
+    }
+
+    /// recv straight into a new MAX_READ-byte bytes object, then shrink it
+    /// to the size read (for transports that keep receiving large reads).
+    fn recv_direct(py: Python<'_>, fd: RawFd) -> Result<Bound<'_, PyBytes>, i32> {
+        // SAFETY: a fresh, uniquely owned bytes object is filled and resized
+        // before anyone else sees it; on failure it is released.
+        unsafe {
+            let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), MAX_READ as ffi::Py_ssize_t);
+            if obj.is_null() {
+                ffi::PyErr_Clear();
+                return Err(libc::ENOMEM);
+            }
+            let n = libc::recv(fd, ffi::PyBytes_AsString(obj) as *mut libc::c_void, MAX_READ, 0);
+            if n < 0 {
+                let e = errno();
+                ffi::Py_DECREF(obj);
+                return Err(e);
+            }
+            if (n as usize) < MAX_READ && ffi::_PyBytes_Resize(&mut obj, n as ffi::Py_ssize_t) < 0 {
+                ffi::PyErr_Clear();
+                return Err(libc::ENOMEM);
+            }
+            Ok(Bound::from_owned_ptr(py, obj).downcast_into_unchecked())
+        }
+    }
+
+    /// One read; true if it filled the buffer and reading may go on.
+    fn read_once(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let (lost, buffered) = this.st.with(py, |s| (s.conn_lost, s.buffered));
+        if lost != 0 {
+            return Ok(false);
+        }
+        if buffered {
+            Self::read_buffered(slf)?;
+            return Ok(false);
+        }
+        let big = this.st.with(py, |s| s.big_reads);
+        let data = if big {
+            Self::recv_direct(py, this.fd)
+        } else {
+            SCRATCH.with(|cell| {
+                let mut scratch = cell.borrow_mut();
+                // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
+                let n = unsafe {
+                    libc::recv(this.fd, scratch.as_mut_ptr() as *mut libc::c_void, MAX_READ, 0)
+                };
+                if n < 0 {
+                    Err(errno())
+                } else {
+                    Ok(PyBytes::new(py, &scratch[..n as usize]))
+                }
+            })
+        };
+        if let Ok(d) = &data {
+            // Large reads go straight into a bytes object (no copy); small
+            // ones into the shared scratch buffer, then an exact-size copy.
+            let n = d.as_bytes().len();
+            if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
+                this.st.with(py, |s| s.big_reads = !big);
+            }
+        }
+        let data = match data {
+            Ok(d) => d,
+            Err(e) if would_block(e) => return Ok(false),
+            Err(e) => {
+                Self::fatal(slf, os_error(e), "Fatal read error on socket transport")?;
+                return Ok(false);
+            }
+        };
+        let n = data.as_bytes().len();
+        if n == 0 {
+            Self::on_eof(slf)?;
+            return Ok(false);
+        }
+        let p = this.protocol(py);
+        if let Err(e) = p.bind(py).call_method1(intern!(py, "data_received"), (data,)) {
+            Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
+            return Ok(false);
+        }
+        Ok(n == MAX_READ && this.st.with(py, |s| !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered))
+    }
+
+
+    /// One writev of the queued chunks: None if nothing to do, the errno,
+    /// or the fully written chunks (to drop outside the state cell).
+    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Spent, i32>> {
+        self.st.with(py, |s| {
+            if s.buf.is_empty() || s.conn_lost != 0 {
+                return None;
+            }
+            let mut iov: [std::mem::MaybeUninit<libc::iovec>; MAX_IOV] =
+                [const { std::mem::MaybeUninit::uninit() }; MAX_IOV];
+            let mut cnt = 0;
+            for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
+                let bytes = b.bind(py).as_bytes();
+                let off = if i == 0 { s.head_off } else { 0 };
+                iov[i].write(libc::iovec {
+                    iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
+                    iov_len: bytes.len() - off,
+                });
+                cnt = i + 1;
+            }
+            // SAFETY: the first cnt iovecs are initialised and point into
+            // bytes objects the buffer keeps alive.
+            let n = unsafe {
+                if cnt == 1 {
+                    let v = iov[0].assume_init();
+                    libc::send(self.fd, v.iov_base, v.iov_len, libc::MSG_NOSIGNAL)
+                } else {
+                    libc::writev(self.fd, iov.as_ptr() as *const libc::iovec, cnt as libc::c_int)
+                }
+            };
+            if n < 0 {
+                return Some(Err(errno()));
+            }
+            let mut n = n as usize;
+            s.buf_size -= n;
+            // Sent chunks leave the cell here and are released by the caller.
+            let mut spent: Spent = (None, Vec::new());
+            while n > 0 {
+                let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
+                if n >= len {
+                    n -= len;
+                    s.head_off = 0;
+                    let chunk = s.buf.pop_front();
+                    if spent.0.is_none() {
+                        spent.0 = chunk;
+                    } else {
+                        spent.1.extend(chunk);
+                    }
+                } else {
+                    s.head_off += n;
+                    n = 0;
+                }
+            }
+            Some(Ok(spent))
+        })
+    }
+
+    /// End-of-turn flush (or early, when a turn's writes pass the high mark).
+    pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let go = this.st.with(py, |s| std::mem::replace(&mut s.flush_pending, false));
+        if !go {
+            return Ok(());
+        }
+        match this.writev_buffer(py) {
+            None => Ok(()),
+            Some(Err(e)) if would_block(e) => {
+                Self::add_writer(slf)?;
+                this.maybe_pause_protocol(py)
+            }
+            Some(Err(e)) => Self::write_failed(slf, e),
+            Some(Ok(dropped)) => {
+                drop(dropped);
+                let (empty, closing, eof, waiter) = this.st.with(py, |s| {
+                    let empty = s.buf.is_empty();
+                    if empty && s.closing {
+                        s.conn_lost += 1;
+                    }
+                    (empty, s.closing, s.eof, s.empty_waiter.as_ref().map(|w| w.clone_ref(py)))
+                });
+                if !empty {
+                    Self::add_writer(slf)?;
+                    return this.maybe_pause_protocol(py);
+                }
+                if this.st.with(py, |s| s.writer_on) {
+                    this.remove_writer(py)?;
+                }
+                if let Some(w) = waiter {
+                    w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                }
+                if closing {
+                    // As if the data had gone out at once and close() had
+                    // then found the buffer empty.
+                    Self::schedule_connection_lost(slf, py.None())
+                } else if eof {
+                    this.shutdown_wr()
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn write_failed(slf: &Bound<'_, Self>, e: i32) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.remove_writer(py)?;
+        drop(this.take_buffer(py));
+        let exc = os_error(e);
+        let exc_val = exc.clone_ref(py).into_value(py);
+        Self::fatal(slf, exc, "Fatal write error on socket transport")?;
+        let waiter = this.st.with(py, |s| s.empty_waiter.as_ref().map(|w| w.clone_ref(py)));
+        if let Some(w) = waiter {
+            w.bind(py).call_method1(intern!(py, "set_exception"), (exc_val,))?;
+        }
+        Ok(())
+    }
+
+    fn take_buffer(&self, py: Python<'_>) -> VecDeque<Py<PyBytes>> {
+        self.st.with(py, |s| {
+            s.buf_size = 0;
+            s.head_off = 0;
+            std::mem::take(&mut s.buf)
+        })
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    #[new]
+    fn new(
+        lp: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        wrapper: &Bound<'_, PyAny>,
+        server: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0("fileno")?.extract()?;
+        let buffered = is_buffered(protocol)?;
+        Ok(StreamTransport {
+            fd,
+            native_loop: lp.downcast::<LoopCore>().is_ok(),
+            st: GilCell::new(State {
+                lp: Some(lp.clone().unbind()),
+                sock: Some(sock.clone().unbind()),
+                server: if server.is_none() { None } else { Some(server.clone().unbind()) },
+                protocol_connected: true,
+                buffered,
+                buf: VecDeque::new(),
+                head_off: 0,
+                buf_size: 0,
+                high: 64 * 1024,
+                low: 16 * 1024,
+                protocol_paused: false,
+                paused: false,
+                closing: false,
+                eof: false,
+                conn_lost: 0,
+                empty_waiter: None,
+                big_reads: false,
+                flush_pending: false,
+                writer_on: false,
+            }),
+            refs: Mutex::new(Refs {
+                wrapper: Some(wrapper.clone().unbind()),
+                protocol: Some(protocol.clone().unbind()),
+            }),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(refs) = self.refs.try_lock() {
+            if let Some(w) = &refs.wrapper {
+                visit.call(w)?;
+            }
+            if let Some(p) = &refs.protocol {
+                visit.call(p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let old = {
+            let mut refs = self.refs();
+            (refs.wrapper.take(), refs.protocol.take())
+        };
+        drop(old);
+    }
+
+    // ---- readiness callbacks ----------------------------------------------
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        // A read that fills the whole buffer means more is waiting: take a
+        // few more now instead of one per poll (as libuv does).
+        for _ in 0..READS_PER_EVENT {
+            if !Self::read_once(slf)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let res = this.writev_buffer(py);
+        match res {
+            None => {
+                // Nothing to send: never leave a level-triggered watch spinning.
+                if this.st.with(py, |s| s.buf.is_empty() && s.writer_on) {
+                    this.remove_writer(py)?;
+                }
+                Ok(())
+            }
+            Some(Err(e)) if would_block(e) => Ok(()),
+            Some(Err(e)) => Self::write_failed(slf, e),
+            Some(Ok(dropped)) => {
+                drop(dropped);
+                this.maybe_resume_protocol(py)?;
+                let (empty, closing, eof, waiter) = this.st.with(py, |s| {
+                    (
+                        s.buf.is_empty(),
+                        s.closing,
+                        s.eof,
+                        s.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                    )
+                });
+                if empty {
+                    this.remove_writer(py)?;
+                    if let Some(w) = waiter {
+                        w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                    }
+                    if closing {
+                        Self::_call_connection_lost(slf, None)?;
+                    } else if eof {
+                        this.shutdown_wr()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts reading once `connection_made` has run (scheduled by the wrapper).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if !slf.get().is_reading(py) {
+            return Ok(());
+        }
+        let cb = slf.getattr(intern!(py, "_read_ready"))?;
+        slf.get().loop_call(py, intern!(py, "_add_reader"), Some(&cb))
+    }
+
+    // ---- writing ------------------------------------------------------------
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let bytes: Bound<'_, PyBytes> = if let Ok(b) = data.downcast::<PyBytes>() {
+            b.clone()
+        } else if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+            // SAFETY: returns a new reference or NULL with an exception set.
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromObject(data.as_ptr()))? }
+                .downcast_into::<PyBytes>()?
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        };
+        let (eof, sendfile, lost, queued) = this.st.with(py, |s| {
+            (s.eof, s.empty_waiter.is_some(), s.conn_lost, !s.buf.is_empty())
+        });
+        if eof {
+            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+        }
+        if sendfile {
+            return Err(PyRuntimeError::new_err("unable to write; sendfile is in progress"));
+        }
+        let raw = bytes.as_bytes();
+        if raw.is_empty() {
+            return Ok(());
+        }
+        if lost != 0 {
+            if lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                py.import("asyncio.log")?
+                    .getattr("logger")?
+                    .call_method1("warning", ("socket.send() raised exception.",))?;
+            }
+            this.st.with(py, |s| s.conn_lost += 1);
+            return Ok(());
+        }
+        let mut off = 0usize;
+        if !queued {
+            // Inside a loop turn: queue, and send everything this turn wrote
+            // in one vectored write when the turn's callbacks are done.
+            if let Some(lp) = this.lp(py).filter(|_| this.native_loop) {
+                {
+                    // SAFETY: native_loop records that the loop is a LoopCore.
+                    let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
+                    // SAFETY: pthread_self has no preconditions.
+                    let me = unsafe { libc::pthread_self() } as u64;
+                    if core.turning.load(Ordering::Relaxed) == me {
+                        let len = raw.len();
+                        let over = this.st.with(py, |s| {
+                            s.head_off = 0;
+                            s.buf_size += len;
+                            s.buf.push_back(bytes.clone().unbind());
+                            s.flush_pending = true;
+                            s.buf_size > s.high
+                        });
+                        core.turn_end.with(py, |v| v.push(slf.clone().unbind()));
+                        if over {
+                            Self::flush(slf)?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            // SAFETY: send reads from a live bytes object.
+            let n = unsafe {
+                libc::send(
+                    this.fd,
+                    raw.as_ptr() as *const libc::c_void,
+                    raw.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 {
+                let e = errno();
+                if !would_block(e) {
+                    return Self::fatal(slf, os_error(e), "Fatal write error on socket transport");
+                }
+            } else {
+                off = n as usize;
+                if off == raw.len() {
+                    return Ok(());
+                }
+            }
+            Self::add_writer(slf)?;
+        }
+        let len = raw.len();
+        let flush_now = this.st.with(py, |s| {
+            if s.buf.is_empty() {
+                s.head_off = off;
+            }
+            s.buf_size += len - off;
+            s.buf.push_back(bytes.unbind());
+            s.flush_pending && s.buf_size > s.high
+        });
+        if flush_now {
+            return Self::flush(slf);
+        }
+        this.maybe_pause_protocol(py)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let data = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (list_of_data,))?;
+        Self::write(slf, &data)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        Self::flush(slf)?;
+        let this = slf.get();
+        let shut = this.st.with(py, |s| {
+            if s.closing || s.eof {
+                return false;
+            }
+            s.eof = true;
+            s.buf.is_empty()
+        });
+        if shut {
+            this.shutdown_wr()?;
+        }
+        Ok(())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        true
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.with(py, |s| s.buf_size)
+    }
+
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
+        self.st.with(py, |s| (s.low, s.high))
+    }
+
+    /// Stores already validated limits and re-checks the high mark.
+    fn _set_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
+        self.st.with(py, |s| {
+            s.high = high;
+            s.low = low;
+        });
+        self.maybe_pause_protocol(py)
+    }
+
+    fn _maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        self.maybe_pause_protocol(py)
+    }
+
+    fn _maybe_resume_protocol(&self, py: Python<'_>) -> PyResult<()> {
+        self.maybe_resume_protocol(py)
+    }
+
+    // ---- reading control ----------------------------------------------------
+
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| !s.closing && !s.paused)
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.closing)
+    }
+
+    fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
+        let go = self.st.with(py, |s| {
+            if s.closing || s.paused {
+                false
+            } else {
+                s.paused = true;
+                true
+            }
+        });
+        if go {
+            self.remove_reader(py)?;
+            self.log_debug(py, "%r pauses reading")?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let go = this.st.with(py, |s| {
+            if s.closing || !s.paused {
+                false
+            } else {
+                s.paused = false;
+                true
+            }
+        });
+        if go {
+            Self::_start_reading(slf)?;
+            this.log_debug(py, "%r resumes reading")?;
+        }
+        Ok(())
+    }
+
+    // ---- protocol -------------------------------------------------------------
+
+    fn get_protocol(&self, py: Python<'_>) -> PyObject {
+        self.protocol(py)
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = is_buffered(protocol)?;
+        let old = self.refs().protocol.replace(protocol.clone().unbind());
+        self.st.with(py, |s| {
+            s.buffered = buffered;
+            s.protocol_connected = true;
+        });
+        drop(old);
+        Ok(())
+    }
+
+    // ---- closing ----------------------------------------------------------------
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        // Writes queued this turn go out first, as they would have already.
+        Self::flush(slf)?;
+        let (go, empty) = this.st.with(py, |s| {
+            if s.closing {
+                (false, false)
+            } else {
+                s.closing = true;
+                let empty = s.buf.is_empty();
+                if empty {
+                    s.conn_lost += 1;
+                }
+                (true, empty)
+            }
+        });
+        if !go {
+            return Ok(());
+        }
+        this.remove_reader(py)?;
+        if empty {
+            this.remove_writer(py)?;
+            Self::schedule_connection_lost(slf, py.None())?;
+        }
+        Ok(())
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::_force_close(slf, None)
+    }
+
+    #[pyo3(signature = (exc=None))]
+    fn _force_close(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        Self::flush(slf)?;
+        let (lost, had_buf, was_closing) = this.st.with(py, |s| {
+            (s.conn_lost, !s.buf.is_empty(), s.closing)
+        });
+        if lost != 0 {
+            return Ok(());
+        }
+        if had_buf {
+            drop(this.take_buffer(py));
+            this.remove_writer(py)?;
+        }
+        if !was_closing {
+            this.st.with(py, |s| s.closing = true);
+            this.remove_reader(py)?;
+        }
+        this.st.with(py, |s| s.conn_lost += 1);
+        let exc = match exc {
+            Some(e) => e.clone().unbind(),
+            None => py.None(),
+        };
+        Self::schedule_connection_lost(slf, exc)
+    }
+
+    #[pyo3(signature = (exc=None))]
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let connected = this.st.with(py, |s| s.protocol_connected);
+        let p = this.protocol(py);
+        let result = if connected && !p.is_none(py) {
+            let exc = match exc {
+                Some(e) => e.clone().unbind(),
+                None => py.None(),
+            };
+            p.bind(py).call_method1(intern!(py, "connection_lost"), (exc,)).map(drop)
+        } else {
+            Ok(())
+        };
+        let (sock, lp, server, waiter) = this.st.with(py, |s| {
+            (s.sock.take(), s.lp.take(), s.server.take(), s.empty_waiter.as_ref().map(|w| w.clone_ref(py)))
+        });
+        let old_refs = {
+            let mut r = this.refs();
+            (r.protocol.take(), r.wrapper.take())
+        };
+        let mut cleanup = Ok(());
+        if let Some(sock) = &sock {
+            cleanup = sock.bind(py).call_method0(intern!(py, "close")).map(drop);
+        }
+        if let Some(server) = &server {
+            let r = server.bind(py).call_method0(intern!(py, "_detach")).map(drop);
+            if cleanup.is_ok() {
+                cleanup = r;
+            }
+        }
+        drop((sock, lp, server, old_refs));
+        result?;
+        cleanup?;
+        if let Some(w) = waiter {
+            let e = PyConnectionError::new_err("Connection is closed by peer").into_value(py);
+            w.bind(py).call_method1(intern!(py, "set_exception"), (e,))?;
+        }
+        Ok(())
+    }
+
+    // ---- sendfile support -----------------------------------------------------------
+
+    fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let (has, lp, empty) = slf.get().st.with(py, |s| {
+            (s.empty_waiter.is_some(), s.lp.as_ref().map(|l| l.clone_ref(py)), s.buf.is_empty())
+        });
+        if has {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let lp = lp.ok_or_else(|| PyRuntimeError::new_err("Transport is closed"))?;
+        let fut = lp.bind(py).call_method0(intern!(py, "create_future"))?;
+        slf.get().st.with(py, |s| s.empty_waiter = Some(fut.clone().unbind()));
+        if empty {
+            fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        }
+        Ok(fut.unbind())
+    }
+
+    fn _reset_empty_waiter(&self, py: Python<'_>) {
+        let old = self.st.with(py, |s| s.empty_waiter.take());
+        drop(old);
+    }
+
+    // ---- state read by the wrapper and by asyncio helpers ------------------------------
+
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> PyObject {
+        self.st.with(py, |s| s.sock.as_ref().map(|o| o.clone_ref(py))).unwrap_or_else(|| py.None())
+    }
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> PyObject {
+        self.lp(py).unwrap_or_else(|| py.None())
+    }
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> PyObject {
+        self.st.with(py, |s| s.server.as_ref().map(|o| o.clone_ref(py))).unwrap_or_else(|| py.None())
+    }
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> PyObject {
+        self.protocol(py)
+    }
+    #[getter]
+    fn _closing(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.closing)
+    }
+    #[getter]
+    fn _eof(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.eof)
+    }
+    #[getter]
+    fn _paused(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.paused)
+    }
+    #[getter]
+    fn _conn_lost(&self, py: Python<'_>) -> u32 {
+        self.st.with(py, |s| s.conn_lost)
+    }
+    #[getter]
+    fn _protocol_paused(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.protocol_paused)
+    }
+    #[getter]
+    fn _protocol_connected(&self, py: Python<'_>) -> bool {
+        self.st.with(py, |s| s.protocol_connected)
+    }
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> PyObject {
+        self.st
+            .with(py, |s| s.empty_waiter.as_ref().map(|o| o.clone_ref(py)))
+            .unwrap_or_else(|| py.None())
+    }
+    #[getter]
+    fn _high_water(&self, py: Python<'_>) -> usize {
+        self.st.with(py, |s| s.high)
+    }
+    #[getter]
+    fn _low_water(&self, py: Python<'_>) -> usize {
+        self.st.with(py, |s| s.low)
+    }
+}
+
+impl StreamTransport {
+    fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+        let py = slf.py();
+        if let Some(lp) = slf.get().lp(py) {
+            let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            lp.bind(py).call_method1(intern!(py, "call_soon"), (cb, exc))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the end-of-turn flushes the loop's callbacks queued. Errors are
+/// reported through the loop's exception handler, except SystemExit and
+/// KeyboardInterrupt, which propagate once every transport is flushed.
+pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = lp.py();
+    let core = lp.get();
+    let mut result = Ok(());
+    // Flushing can run protocol callbacks that write again: a few rounds.
+    for _ in 0..8 {
+        if core.turn_end.with(py, |v| v.is_empty()) {
+            break;
+        }
+        // Swap in the spare vector (keeps both allocations across turns).
+        let mut pending = core.turn_end_spare.with(py, std::mem::take);
+        core.turn_end.with(py, |v| std::mem::swap(v, &mut pending));
+        flush_all(lp, &pending, &mut result)?;
+        pending.clear();
+        core.turn_end_spare.with(py, |v| {
+            if v.capacity() == 0 {
+                *v = pending;
+            }
+        });
+    }
+    result
+}
+
+fn flush_all(
+    lp: &Bound<'_, LoopCore>,
+    pending: &[Py<StreamTransport>],
+    result: &mut PyResult<()>,
+) -> PyResult<()> {
+    let py = lp.py();
+    for t in pending.iter() {
+        if let Err(e) = StreamTransport::flush(t.bind(py)) {
+            if is_fatal(py, &e) {
+                if result.is_ok() {
+                    *result = Err(e);
+                }
+                continue;
+            }
+            let ctx = pyo3::types::PyDict::new(py);
+            ctx.set_item("message", "Exception in stream transport flush")?;
+            ctx.set_item("exception", e.into_value(py))?;
+            lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        }
+    }
+    Ok(())
+}

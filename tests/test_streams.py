@@ -1,0 +1,519 @@
+"""Stream transports: TCP and Unix clients and servers, protocols and
+streams, flow control, half-close, TLS, start_tls and sendfile."""
+
+import asyncio
+import os
+import socket
+import ssl
+import tempfile
+
+import pytest
+
+from conftest import run
+from _certs import client_context, server_context
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self, loop):
+        self.data = bytearray()
+        self.events = []
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        assert type(data) is bytes
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+def test_tcp_echo_protocol(loop):
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        assert isinstance(server.sockets, tuple)
+        assert server.is_serving() and server.get_loop() is loop
+        port = server.sockets[0].getsockname()[1]
+        proto = Collect(loop)
+        tr, pr = await loop.create_connection(lambda: proto, "127.0.0.1", port)
+        assert pr is proto and isinstance(tr, asyncio.Transport)
+        assert tr.get_extra_info("peername") == ("127.0.0.1", port)
+        assert tr.get_extra_info("sockname")[0] == "127.0.0.1"
+        sock = tr.get_extra_info("socket")
+        assert sock.family == socket.AF_INET and sock.fileno() >= 0
+        assert tr.get_write_buffer_limits() == (16384, 65536)
+        assert tr.can_write_eof() and tr.is_reading() and not tr.is_closing()
+        tr.write(b"abc")
+        tr.writelines([b"de", bytearray(b"f"), memoryview(b"gh")])
+        while len(proto.data) < 8:
+            await asyncio.sleep(0.01)
+        assert bytes(proto.data) == b"abcdefgh"
+        with pytest.raises(TypeError, match="data argument must be a bytes-like object, not 'str'"):
+            tr.write("x")
+        tr.close()
+        assert tr.is_closing()
+        assert await proto.lost is None
+        assert proto.events == ["made", "lost"]
+        server.close()
+        await server.wait_closed()
+        assert not server.is_serving()
+    run(loop, main())
+
+
+def test_transport_attribute_assignment(loop):
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, "127.0.0.1", port)
+        sent = []
+        orig = tr.write
+        tr.write = lambda d: (sent.append(d), orig(d))
+        tr.write(b"x")
+        assert sent == [b"x"]
+        tr.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_streams_echo_and_half_close(loop):
+    async def main():
+        async def handler(r, w):
+            data = await r.read()          # until the client's EOF
+            w.write(data[::-1])
+            await w.drain()
+            w.close()
+            await w.wait_closed()
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"hello ")
+        w.write(b"world")
+        w.write_eof()                      # half-close: we can still read
+        assert await r.read() == b"dlrow olleh"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_eof_received_true_keeps_write_side(loop):
+    async def main():
+        class KeepOpen(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+            def eof_received(self):
+                self.tr.write(b"after-eof")
+                self.tr.close()
+                return True
+        server = await loop.create_server(KeepOpen, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write_eof()
+        assert await r.read() == b"after-eof"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_unix_echo(loop):
+    async def main():
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "s.sock")
+        server = await loop.create_unix_server(Echo, path)
+        # a stale socket file is replaced on the next bind
+        proto = Collect(loop)
+        tr, _ = await loop.create_unix_connection(lambda: proto, path)
+        assert tr.get_extra_info("peername") == path
+        tr.write(b"unix")
+        while len(proto.data) < 4:
+            await asyncio.sleep(0.01)
+        tr.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+        os.unlink(path)
+        os.rmdir(d)
+    run(loop, main())
+
+
+def test_unix_abstract_namespace(loop):
+    async def main():
+        name = f"\0ferroloop-test-{os.getpid()}-{id(loop)}"
+        server = await loop.create_unix_server(Echo, name)
+        r, w = await asyncio.open_unix_connection(name)
+        w.write(b"ping")
+        assert await r.readexactly(4) == b"ping"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_buffered_protocol(loop):
+    async def main():
+        class Buf(asyncio.BufferedProtocol):
+            def __init__(self):
+                self.buf = bytearray(7)
+                self.got = bytearray()
+                self.done = loop.create_future()
+            def get_buffer(self, sizehint):
+                return self.buf
+            def buffer_updated(self, n):
+                self.got += self.buf[:n]
+            def eof_received(self):
+                pass
+            def connection_lost(self, exc):
+                self.done.set_result(bytes(self.got))
+        holder = []
+        def factory():
+            holder.append(Buf())
+            return holder[-1]
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"x" * 100)
+        w.close()
+        await w.wait_closed()
+        while not holder:
+            await asyncio.sleep(0.01)
+        assert await holder[0].done == b"x" * 100
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_flow_control(loop):
+    async def main():
+        class Paused(asyncio.Protocol):
+            def __init__(self):
+                self.calls = []
+            def connection_made(self, tr):
+                self.tr = tr
+            def pause_writing(self):
+                self.calls.append("pause")
+            def resume_writing(self):
+                self.calls.append("resume")
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Paused()
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr.set_write_buffer_limits(high=1000)
+        assert tr.get_write_buffer_limits() == (250, 1000)
+        with pytest.raises(ValueError):
+            tr.set_write_buffer_limits(high=1, low=2)
+        chunk = b"z" * 65536
+        while not proto.calls:
+            tr.write(chunk)
+        assert proto.calls == ["pause"] and tr.get_write_buffer_size() > 1000
+        total = tr.get_write_buffer_size()
+        b.setblocking(False)
+        got = 0
+        while proto.calls == ["pause"]:
+            await asyncio.sleep(0)
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                pass
+        assert proto.calls == ["pause", "resume"]
+        assert tr.get_write_buffer_size() <= 250
+        tr.abort()
+        await asyncio.sleep(0)
+        b.close()
+    run(loop, main())
+
+
+def test_tls_echo_and_extra_info(loop):
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_context())
+        assert server._ssl_context is not None
+        port = server.sockets[0].getsockname()[1]
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(
+            lambda: proto, "127.0.0.1", port, ssl=client_context(),
+            server_hostname="localhost")
+        assert isinstance(tr.get_extra_info("ssl_object"), ssl.SSLObject)
+        assert tr.get_extra_info("peercert") is not None
+        assert tr.get_extra_info("cipher") is not None
+        assert isinstance(tr.get_extra_info("sslcontext"), ssl.SSLContext)
+        assert tr._ssl_protocol is not None
+        tr.write(b"secret" * 1000)
+        while len(proto.data) < 6000:
+            await asyncio.sleep(0.01)
+        tr.close()
+        assert await proto.lost is None
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_tls_handshake_failure(loop):
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0, ssl=server_context())
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await loop.create_connection(
+                asyncio.Protocol, "127.0.0.1", port,
+                ssl=client_context(trusted=False), server_hostname="localhost")
+        server.close()
+        await server.wait_closed()
+    prev = loop.get_exception_handler()
+    loop.set_exception_handler(lambda l, c: None)
+    run(loop, main())
+    loop.set_exception_handler(prev)
+
+
+def test_start_tls_upgrade(loop):
+    async def main():
+        upgraded = loop.create_future()
+
+        async def handler(r, w):
+            assert await r.readexactly(8) == b"STARTTLS"
+            w.write(b"OK")
+            await w.drain()
+            await w.start_tls(server_context())
+            w.write((await r.readexactly(5)).upper())
+            await w.drain()
+            upgraded.set_result(w.get_extra_info("ssl_object") is not None)
+            w.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"STARTTLS")
+        assert await r.readexactly(2) == b"OK"
+        await w.start_tls(client_context(), server_hostname="localhost")
+        w.write(b"hello")
+        assert await r.readexactly(5) == b"HELLO"
+        assert await upgraded
+        w.close()
+        try:
+            await w.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+@pytest.mark.parametrize("fallback_only", [False, True])
+def test_sendfile(loop, fallback_only, tmp_path):
+    payload = os.urandom(300_000)
+    path = tmp_path / "f.bin"
+    path.write_bytes(payload)
+
+    async def main():
+        done = loop.create_future()
+
+        async def handler(r, w):
+            data = await r.read()
+            done.set_result(data)
+            w.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"head:")
+        with open(path, "rb") as f:
+            if fallback_only:
+                # native path refused (as for TLS), the fallback copies
+                tr = w.transport
+                sent = await loop._sendfile_fallback(tr, f, 10, None)
+            else:
+                sent = await loop.sendfile(w.transport, f, offset=10)
+        assert sent == len(payload) - 10
+        w.write(b":tail")
+        w.write_eof()
+        assert await done == b"head:" + payload[10:] + b":tail"
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_transport_fd_is_guarded(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.remove_writer(a.fileno())
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
+
+
+def test_unclosed_transport_warns_and_closes(loop_factory):
+    import gc
+    import warnings
+    loop = loop_factory()
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        await loop.create_connection(asyncio.Protocol, sock=a)
+        return b
+
+    b = run(loop, main())
+    loop.close()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert any("unclosed transport" in str(x.message) for x in w), [str(x.message) for x in w]
+    b.close()
+
+
+def test_connection_lost_error_on_reset_by_write(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        b.close()
+        for _ in range(20):
+            tr.write(b"x" * 1000)
+            await asyncio.sleep(0.01)
+            if proto.lost.done():
+                break
+        exc = await proto.lost
+        assert isinstance(exc, (BrokenPipeError, ConnectionResetError)), exc
+    run(loop, main())
+
+
+def test_write_from_resume_writing_then_close_releases_fd(loop):
+    """Writes made from resume_writing() (inside the transport's own write
+    callback) and a close() right after: the fd is fully released, so a new
+    socket that reuses the number works with the loop."""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+
+        class P(asyncio.Protocol):
+            def __init__(self):
+                self.lost = loop.create_future()
+                self.rounds = 0
+            def connection_made(self, tr):
+                self.tr = tr
+            def pause_writing(self):
+                pass
+            def resume_writing(self):
+                self.rounds += 1
+                if self.rounds < 3:
+                    self.tr.write(b"r" * 300_000)
+                else:
+                    self.tr.close()
+            def connection_lost(self, exc):
+                self.lost.set_result(exc)
+
+        proto = P()
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr.write(b"w" * 1_000_000)
+        got = 0
+        while not proto.lost.done():
+            try:
+                got += len(b.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        fd = a.fileno()
+        assert fd == -1  # the transport closed its socket
+        b.close()
+        # nothing is left watching the old fd number
+        if hasattr(loop, "_get_watch"):
+            watched = [w for w in loop._get_watch(tr._sock_fd) if w is not None]
+        else:
+            watched = [k for k in loop._selector.get_map() if k == tr._sock_fd]
+        assert watched == []
+    run(loop, main())
+
+
+def test_many_writes_in_one_callback_then_close(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        parts = [bytes([65 + i % 26]) * (i + 1) for i in range(300)]
+        for p in parts:
+            tr.write(p)
+        tr.writelines(parts[:3])
+        tr.close()
+        assert tr.is_closing()
+        tr.write(b"ignored?")   # asyncio: queued if the buffer is not empty
+        b.setblocking(False)
+        got = bytearray()
+        while True:
+            chunk = await loop.sock_recv(b, 1 << 20)
+            if not chunk:
+                break
+            got += chunk
+        await proto.lost
+        expected = b"".join(parts) + b"".join(parts[:3])
+        assert bytes(got[: len(expected)]) == expected
+        b.close()
+    run(loop, main())
+
+
+def test_write_outside_running_loop(loop):
+    async def setup():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        return tr, proto, b
+
+    tr, proto, b = run(loop, setup())
+    tr.write(b"sent while the loop is stopped")
+    b.settimeout(2)
+    assert b.recv(100) == b"sent while the loop is stopped"
+    tr.close()
+    run(loop, proto.lost)
+    b.close()
+
+
+def test_write_from_another_thread_is_sent(loop):
+    """Not thread-safe in asyncio either, but a write made from a foreign
+    thread while the loop sleeps must not wait for the loop to wake."""
+    import threading
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        t = threading.Thread(target=tr.write, args=(b"from thread",))
+        t.start()
+        t.join()
+        b.settimeout(2)
+        data = await loop.run_in_executor(None, b.recv, 100)
+        assert data == b"from thread"
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
