@@ -8,6 +8,12 @@ PY=${PYTHON:-python3}
 bash scripts/build.sh 'pytest>=7'
 export FERROLOOP_REQUIRED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
+echo "== cargo fmt / clippy"
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --profile fastdev --no-default-features -- -D warnings
+fi
+
 echo "== cargo test"
 cargo test --profile fastdev --no-default-features
 

@@ -41,7 +41,12 @@ struct CachedAddr {
     obj: PyObject,
 }
 
-fn same_sockaddr(a: &libc::sockaddr_storage, alen: libc::socklen_t, b: &libc::sockaddr_storage, blen: libc::socklen_t) -> bool {
+fn same_sockaddr(
+    a: &libc::sockaddr_storage,
+    alen: libc::socklen_t,
+    b: &libc::sockaddr_storage,
+    blen: libc::socklen_t,
+) -> bool {
     if alen != blen {
         return false;
     }
@@ -111,9 +116,11 @@ fn sockaddr_to_py(
             // SAFETY: family says this is a sockaddr_in.
             let sin = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
             let port = u16::from_be(sin.sin_port);
-            Ok(PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?
-                .into_any()
-                .unbind())
+            Ok(
+                PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?
+                    .into_any()
+                    .unbind(),
+            )
         }
         _ => {
             // SAFETY: the core only reads natively on AF_INET/AF_INET6.
@@ -172,7 +179,13 @@ impl DatagramCore {
         self.state.with(py, |s| s.protocol.clone_ref(py))
     }
 
-    fn fatal(&self, py: Python<'_>, err: PyErr, message: &str, owner: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn fatal(
+        &self,
+        py: Python<'_>,
+        err: PyErr,
+        message: &str,
+        owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let owner = match owner {
             Some(o) => o.clone(),
             None => self.owner(py)?,
@@ -214,7 +227,11 @@ impl DatagramCore {
         }
         match sockaddr_to_py(py, &ss, len) {
             Ok(addr) => {
-                let entry = CachedAddr { ss, len, obj: addr.clone_ref(py) };
+                let entry = CachedAddr {
+                    ss,
+                    len,
+                    obj: addr.clone_ref(py),
+                };
                 let old = self.state.with(py, |s| s.last_addr.replace(entry));
                 drop(old);
                 Ok(Some((data, addr)))
@@ -229,7 +246,12 @@ impl DatagramCore {
                 let bytes = b.as_bytes();
                 // SAFETY: a valid buffer of bytes.len() bytes.
                 let n = unsafe {
-                    libc::send(self.fd, bytes.as_ptr() as *const libc::c_void, bytes.len(), 0)
+                    libc::send(
+                        self.fd,
+                        bytes.as_ptr() as *const libc::c_void,
+                        bytes.len(),
+                        0,
+                    )
                 };
                 if n >= 0 {
                     return Sent::Done;
@@ -240,7 +262,11 @@ impl DatagramCore {
                 }
                 return Sent::Failed(os_error(e));
             }
-            match self.sock.bind(py).call_method1(intern!(py, "send"), (data,)) {
+            match self
+                .sock
+                .bind(py)
+                .call_method1(intern!(py, "send"), (data,))
+            {
                 Ok(_) => Sent::Done,
                 Err(e) => Self::classify(py, e),
             }
@@ -326,7 +352,9 @@ impl DatagramCore {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: PyObject) {
-        let old = self.state.with(py, |s| std::mem::replace(&mut s.protocol, protocol));
+        let old = self
+            .state
+            .with(py, |s| std::mem::replace(&mut s.protocol, protocol));
         drop(old);
     }
 
@@ -402,7 +430,12 @@ impl DatagramCore {
     /// `transport.sendto(data, addr=None)`: sent at once when nothing is
     /// queued; anything unusual goes to the transport's Python `_sendto`.
     #[pyo3(signature = (data, addr=None))]
-    fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, addr: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let none = py.None();
         let none = none.bind(py);
         let addr = addr.unwrap_or(none);

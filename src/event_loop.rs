@@ -19,6 +19,9 @@ use crate::self_pipe::SelfPipe;
 use crate::signals::SignalHandlers;
 use crate::timers::{monotonic, monotonic_resolution, TimerHeap};
 
+/// (reader, writer) handles watching one fd.
+type WatchPair = (Option<Py<Handle>>, Option<Py<Handle>>);
+
 /// Longest single poll, as asyncio's `MAXIMUM_SELECT_TIMEOUT` (one day).
 const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
 
@@ -52,8 +55,16 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
         obj.extract()?
     } else {
-        let invalid = || PyValueError::new_err(format!("Invalid file object: {}", obj.repr().map(|r| r.to_string()).unwrap_or_default()));
-        match obj.call_method0("fileno").and_then(|f| f.call_method0("__index__")) {
+        let invalid = || {
+            PyValueError::new_err(format!(
+                "Invalid file object: {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        };
+        match obj
+            .call_method0("fileno")
+            .and_then(|f| f.call_method0("__index__"))
+        {
             Ok(v) => v.extract()?,
             Err(e)
                 if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
@@ -66,7 +77,9 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         }
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     RawFd::try_from(fd).map_err(|_| PyValueError::new_err(format!("Invalid file descriptor: {fd}")))
 }
@@ -118,7 +131,10 @@ impl LoopCore {
         Ok(Some(tb.unbind()))
     }
 
-    fn context_or_current(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyObject> {
+    fn context_or_current(
+        py: Python<'_>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
         match context {
             Some(c) if !c.is_none() => Ok(c.clone().unbind()),
             // SAFETY: returns a new reference or NULL with an exception set.
@@ -165,7 +181,10 @@ impl LoopCore {
             tb,
             stats,
         );
-        let timer = Bound::new(py, PyClassInitializer::from(handle).add_subclass(TimerHandle {}))?;
+        let timer = Bound::new(
+            py,
+            PyClassInitializer::from(handle).add_subclass(TimerHandle {}),
+        )?;
         let base = timer.as_super().clone().unbind();
         self.timers.with(py, |t| t.push(base));
         Ok(timer.unbind())
@@ -209,8 +228,9 @@ impl LoopCore {
         }
         let end = monotonic() + this.clock_resolution;
         let mut dropped = Vec::new();
-        this.timers
-            .with(py, |t| t.pop_due(end, &mut dropped, |h| this.ready.push(py, h)));
+        this.timers.with(py, |t| {
+            t.pop_due(end, &mut dropped, |h| this.ready.push(py, h))
+        });
         drop(dropped);
         Ok(())
     }
@@ -492,7 +512,8 @@ impl LoopCore {
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         // SAFETY: pthread_self has no preconditions.
-        this.turning.store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
+        this.turning
+            .store(unsafe { libc::pthread_self() } as u64, Ordering::Relaxed);
         let result = loop {
             if let Err(e) = Self::_run_once(slf) {
                 break Err(e);
@@ -549,10 +570,7 @@ impl LoopCore {
     }
 
     /// (reader handle, writer handle) watching `fd`.
-    fn _get_watch(
-        slf: &Bound<'_, Self>,
-        fd: &Bound<'_, PyAny>,
-    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+    fn _get_watch(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<WatchPair> {
         let fd = fileobj_to_fd(fd)?;
         Ok(slf.get().reactor.get(slf.py(), fd))
     }
@@ -628,12 +646,12 @@ impl LoopCore {
                 Ok(())
             }
         };
-        self.ready.traverse(&visit_handle)?;
+        self.ready.traverse(visit_handle)?;
         self.timers
-            .peek(|t| t.traverse(&visit_handle))
+            .peek(|t| t.traverse(visit_handle))
             .unwrap_or(Ok(()))?;
-        self.reactor.traverse(&visit_handle)?;
-        self.signals.traverse(&visit_handle)?;
+        self.reactor.traverse(visit_handle)?;
+        self.signals.traverse(visit_handle)?;
         // Transports waiting for the end-of-turn flush are held strongly.
         self.turn_end
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
@@ -690,7 +708,11 @@ fn release_all(
     let handles = ready
         .into_iter()
         .chain(timers)
-        .chain(watches.into_iter().flat_map(|w| w.reader.into_iter().chain(w.writer)))
+        .chain(
+            watches
+                .into_iter()
+                .flat_map(|w| w.reader.into_iter().chain(w.writer)),
+        )
         .chain(signals.into_values());
     for h in handles {
         let callback = h.get().release(py);

@@ -334,7 +334,8 @@ impl Handle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
-        slf.get().format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?)
+        slf.get()
+            .format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?)
     }
 }
 
@@ -396,7 +397,10 @@ impl TimerHandle {
             Eq => handles_equal(py, a, b)?,
             Ne => !handles_equal(py, a, b)?,
         };
-        Ok(pyo3::types::PyBool::new(py, result).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

@@ -58,7 +58,9 @@ impl ReadPipeCore {
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: PyObject) {
-        let old = self.state.with(py, |s| std::mem::replace(&mut s.protocol, protocol));
+        let old = self
+            .state
+            .with(py, |s| std::mem::replace(&mut s.protocol, protocol));
         drop(old);
     }
 
@@ -83,7 +85,9 @@ impl ReadPipeCore {
                 return Ok(None);
             }
             // bytes are not GC-tracked: creating one runs no Python code.
-            Ok(Some(PyBytes::new(py, &buf[..n as usize]).into_any().unbind()))
+            Ok(Some(
+                PyBytes::new(py, &buf[..n as usize]).into_any().unbind(),
+            ))
         })
         .map(|r| r.map(|data| (data, self.state.with(py, |s| s.protocol.clone_ref(py)))));
         match res {

@@ -55,7 +55,11 @@ impl ChildWatch {
     #[new]
     #[pyo3(signature = (pid, use_pidfd=true))]
     fn py_new(pid: libc::pid_t, use_pidfd: bool) -> Self {
-        let fd = if use_pidfd { pidfd_open(pid).unwrap_or(-1) } else { -1 };
+        let fd = if use_pidfd {
+            pidfd_open(pid).unwrap_or(-1)
+        } else {
+            -1
+        };
         ChildWatch {
             pid,
             pidfd: AtomicI32::new(fd),

@@ -134,7 +134,8 @@ impl Reactor {
         write: bool,
         handle: Option<Py<Handle>>,
     ) -> io::Result<Option<Py<Handle>>> {
-        self.watches.with(py, |watches| self.set_in(watches, fd, write, handle))
+        self.watches
+            .with(py, |watches| self.set_in(watches, fd, write, handle))
     }
 
     fn set_in(
@@ -221,7 +222,11 @@ impl Reactor {
         };
         // A zero timeout cannot block: keep the GIL rather than pay to
         // release and retake it.
-        let n = if timeout_ms == 0 { wait() } else { py.allow_threads(wait) };
+        let n = if timeout_ms == 0 {
+            wait()
+        } else {
+            py.allow_threads(wait)
+        };
         let result = if n < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -254,7 +259,8 @@ impl Reactor {
     /// epoll fd goes with it) and in a forked child, whose epoll instance is
     /// still shared with the parent and must not be edited.
     pub fn take_all(&self, py: Python<'_>) -> Vec<Watch> {
-        self.watches.with(py, |w| w.drain().map(|(_, w)| w).collect())
+        self.watches
+            .with(py, |w| w.drain().map(|(_, w)| w).collect())
     }
 
     pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
@@ -297,13 +303,23 @@ mod tests {
             let mut fds = [0; 2];
             assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
             // A watch needs a handle; use the raw kernel call to test polling.
-            r.ctl(libc::EPOLL_CTL_ADD, fds[0], libc::EPOLLIN as u32).unwrap();
+            r.ctl(libc::EPOLL_CTL_ADD, fds[0], libc::EPOLLIN as u32)
+                .unwrap();
             let mut out = Vec::new();
             r.poll(py, Some(0.0), &mut out).unwrap();
             assert!(out.is_empty());
             assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
             r.poll(py, Some(1.0), &mut out).unwrap();
-            assert_eq!(out, vec![(fds[0], Readiness { readable: true, writable: false })]);
+            assert_eq!(
+                out,
+                vec![(
+                    fds[0],
+                    Readiness {
+                        readable: true,
+                        writable: false
+                    }
+                )]
+            );
             // Level-triggered: still readable on the next poll without a read.
             out.clear();
             r.poll(py, Some(0.0), &mut out).unwrap();

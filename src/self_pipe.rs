@@ -50,7 +50,12 @@ impl SelfPipe {
 
     /// The fd to hand to `signal.set_wakeup_fd`, or -1 once closed.
     pub fn write_fd(&self) -> RawFd {
-        if self.ends.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        if self
+            .ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
             self.write_fd
         } else {
             -1
@@ -66,7 +71,7 @@ impl SelfPipe {
         if let Some((_, w)) = ends.as_ref() {
             // A full pipe already guarantees a wake-up: ignore EAGAIN.
             // SAFETY: w is open while we hold the lock; the buffer is static.
-            unsafe { libc::write(w.as_raw_fd(), b"\0".as_ptr().cast(), 1) };
+            unsafe { libc::write(w.as_raw_fd(), [0u8].as_ptr().cast(), 1) };
         }
     }
 

@@ -27,7 +27,8 @@ impl SignalHandlers {
     }
 
     pub fn get(&self, py: Python<'_>, sig: i32) -> Option<Py<Handle>> {
-        self.table.with(py, |t| t.get(&sig).map(|h| h.clone_ref(py)))
+        self.table
+            .with(py, |t| t.get(&sig).map(|h| h.clone_ref(py)))
     }
 
     pub fn signals(&self, py: Python<'_>) -> Vec<i32> {

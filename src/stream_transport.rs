@@ -147,7 +147,10 @@ impl StreamTransport {
 
     fn debug(&self, py: Python<'_>) -> PyResult<bool> {
         match self.lp(py) {
-            Some(lp) => lp.bind(py).call_method0(intern!(py, "get_debug"))?.is_truthy(),
+            Some(lp) => lp
+                .bind(py)
+                .call_method0(intern!(py, "get_debug"))?
+                .is_truthy(),
             None => Ok(false),
         }
     }
@@ -179,7 +182,12 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn loop_call(&self, py: Python<'_>, name: &Bound<'_, pyo3::types::PyString>, fd_cb: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn loop_call(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, pyo3::types::PyString>,
+        fd_cb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         if let Some(lp) = self.lp(py) {
             match fd_cb {
                 Some(cb) => lp.bind(py).call_method1(name, (self.fd, cb))?,
@@ -191,11 +199,16 @@ impl StreamTransport {
 
     fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if slf.get().st.with(py, |s| std::mem::replace(&mut s.writer_on, true)) {
+        if slf
+            .get()
+            .st
+            .with(py, |s| std::mem::replace(&mut s.writer_on, true))
+        {
             return Ok(());
         }
         let cb = slf.getattr(intern!(py, "_write_ready"))?;
-        slf.get().loop_call(py, intern!(py, "_add_writer"), Some(&cb))
+        slf.get()
+            .loop_call(py, intern!(py, "_add_writer"), Some(&cb))
     }
 
     fn remove_writer(&self, py: Python<'_>) -> PyResult<()> {
@@ -212,8 +225,10 @@ impl StreamTransport {
             return Err(err);
         }
         if let Some(w) = self.wrapper(py) {
-            w.bind(py)
-                .call_method1(intern!(py, "_flow_control_error"), (msg, err.into_value(py)))?;
+            w.bind(py).call_method1(
+                intern!(py, "_flow_control_error"),
+                (msg, err.into_value(py)),
+            )?;
         }
         Ok(())
     }
@@ -293,13 +308,17 @@ impl StreamTransport {
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|b| {
                 if b.len()? == 0 {
-                    Err(PyRuntimeError::new_err("get_buffer() returned an empty buffer"))
+                    Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ))
                 } else {
                     Ok(b)
                 }
             }) {
             Ok(b) => b,
-            Err(e) => return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed."),
+            Err(e) => {
+                return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
+            }
         };
         // SAFETY: the view is filled by PyObject_GetBuffer and released below;
         // recv writes at most view.len bytes into it.
@@ -309,7 +328,7 @@ impl StreamTransport {
                 let e = PyErr::fetch(py);
                 return Self::fatal(slf, e, "Fatal read error on socket transport");
             }
-            let n = libc::recv(this.fd, view.buf as *mut libc::c_void, view.len as usize, 0);
+            let n = libc::recv(this.fd, view.buf, view.len as usize, 0);
             let err = errno();
             ffi::PyBuffer_Release(&mut view);
             if n < 0 {
@@ -325,7 +344,11 @@ impl StreamTransport {
             return Self::on_eof(slf);
         }
         if let Err(e) = p.call_method1(intern!(py, "buffer_updated"), (n,)) {
-            return Self::fatal(slf, e, "Fatal error: protocol.buffer_updated() call failed.");
+            return Self::fatal(
+                slf,
+                e,
+                "Fatal error: protocol.buffer_updated() call failed.",
+            );
         }
         Ok(())
     }
@@ -336,12 +359,18 @@ impl StreamTransport {
         // SAFETY: a fresh, uniquely owned bytes object is filled and resized
         // before anyone else sees it; on failure it is released.
         unsafe {
-            let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), MAX_READ as ffi::Py_ssize_t);
+            let mut obj =
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), MAX_READ as ffi::Py_ssize_t);
             if obj.is_null() {
                 ffi::PyErr_Clear();
                 return Err(libc::ENOMEM);
             }
-            let n = libc::recv(fd, ffi::PyBytes_AsString(obj) as *mut libc::c_void, MAX_READ, 0);
+            let n = libc::recv(
+                fd,
+                ffi::PyBytes_AsString(obj) as *mut libc::c_void,
+                MAX_READ,
+                0,
+            );
             if n < 0 {
                 let e = errno();
                 ffi::Py_DECREF(obj);
@@ -375,7 +404,12 @@ impl StreamTransport {
                 let mut scratch = cell.borrow_mut();
                 // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
                 let n = unsafe {
-                    libc::recv(this.fd, scratch.as_mut_ptr() as *mut libc::c_void, MAX_READ, 0)
+                    libc::recv(
+                        this.fd,
+                        scratch.as_mut_ptr() as *mut libc::c_void,
+                        MAX_READ,
+                        0,
+                    )
                 };
                 if n < 0 {
                     Err(errno())
@@ -406,13 +440,18 @@ impl StreamTransport {
             return Ok(false);
         }
         let p = this.protocol(py);
-        if let Err(e) = p.bind(py).call_method1(intern!(py, "data_received"), (data,)) {
+        if let Err(e) = p
+            .bind(py)
+            .call_method1(intern!(py, "data_received"), (data,))
+        {
             Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
             return Ok(false);
         }
-        Ok(n == MAX_READ && this.st.with(py, |s| !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered))
+        Ok(n == MAX_READ
+            && this.st.with(py, |s| {
+                !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered
+            }))
     }
-
 
     /// One writev of the queued chunks: None if nothing to do, the errno,
     /// or the fully written chunks (to drop outside the state cell).
@@ -440,7 +479,11 @@ impl StreamTransport {
                     let v = iov[0].assume_init();
                     libc::send(self.fd, v.iov_base, v.iov_len, libc::MSG_NOSIGNAL)
                 } else {
-                    libc::writev(self.fd, iov.as_ptr() as *const libc::iovec, cnt as libc::c_int)
+                    libc::writev(
+                        self.fd,
+                        iov.as_ptr() as *const libc::iovec,
+                        cnt as libc::c_int,
+                    )
                 }
             };
             if n < 0 {
@@ -474,7 +517,9 @@ impl StreamTransport {
     pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let go = this.st.with(py, |s| std::mem::replace(&mut s.flush_pending, false));
+        let go = this
+            .st
+            .with(py, |s| std::mem::replace(&mut s.flush_pending, false));
         if !go {
             return Ok(());
         }
@@ -492,7 +537,12 @@ impl StreamTransport {
                     if empty && s.closing {
                         s.conn_lost += 1;
                     }
-                    (empty, s.closing, s.eof, s.empty_waiter.as_ref().map(|w| w.clone_ref(py)))
+                    (
+                        empty,
+                        s.closing,
+                        s.eof,
+                        s.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                    )
                 });
                 if !empty {
                     Self::add_writer(slf)?;
@@ -502,7 +552,8 @@ impl StreamTransport {
                     this.remove_writer(py)?;
                 }
                 if let Some(w) = waiter {
-                    w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                    w.bind(py)
+                        .call_method1(intern!(py, "set_result"), (py.None(),))?;
                 }
                 if closing {
                     // As if the data had gone out at once and close() had
@@ -525,9 +576,12 @@ impl StreamTransport {
         let exc = os_error(e);
         let exc_val = exc.clone_ref(py).into_value(py);
         Self::fatal(slf, exc, "Fatal write error on socket transport")?;
-        let waiter = this.st.with(py, |s| s.empty_waiter.as_ref().map(|w| w.clone_ref(py)));
+        let waiter = this
+            .st
+            .with(py, |s| s.empty_waiter.as_ref().map(|w| w.clone_ref(py)));
         if let Some(w) = waiter {
-            w.bind(py).call_method1(intern!(py, "set_exception"), (exc_val,))?;
+            w.bind(py)
+                .call_method1(intern!(py, "set_exception"), (exc_val,))?;
         }
         Ok(())
     }
@@ -559,7 +613,11 @@ impl StreamTransport {
             st: GilCell::new(State {
                 lp: Some(lp.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
-                server: if server.is_none() { None } else { Some(server.clone().unbind()) },
+                server: if server.is_none() {
+                    None
+                } else {
+                    Some(server.clone().unbind())
+                },
                 protocol_connected: true,
                 buffered,
                 buf: VecDeque::new(),
@@ -617,7 +675,6 @@ impl StreamTransport {
         Ok(())
     }
 
-
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -646,7 +703,8 @@ impl StreamTransport {
                 if empty {
                     this.remove_writer(py)?;
                     if let Some(w) = waiter {
-                        w.bind(py).call_method1(intern!(py, "set_result"), (py.None(),))?;
+                        w.bind(py)
+                            .call_method1(intern!(py, "set_result"), (py.None(),))?;
                     }
                     if closing {
                         Self::_call_connection_lost(slf, None)?;
@@ -666,7 +724,8 @@ impl StreamTransport {
             return Ok(());
         }
         let cb = slf.getattr(intern!(py, "_read_ready"))?;
-        slf.get().loop_call(py, intern!(py, "_add_reader"), Some(&cb))
+        slf.get()
+            .loop_call(py, intern!(py, "_add_reader"), Some(&cb))
     }
 
     // ---- writing ------------------------------------------------------------
@@ -687,13 +746,22 @@ impl StreamTransport {
             )));
         };
         let (eof, sendfile, lost, queued) = this.st.with(py, |s| {
-            (s.eof, s.empty_waiter.is_some(), s.conn_lost, !s.buf.is_empty())
+            (
+                s.eof,
+                s.empty_waiter.is_some(),
+                s.conn_lost,
+                !s.buf.is_empty(),
+            )
         });
         if eof {
-            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
         }
         if sendfile {
-            return Err(PyRuntimeError::new_err("unable to write; sendfile is in progress"));
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
         }
         let raw = bytes.as_bytes();
         if raw.is_empty() {
@@ -924,9 +992,9 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         Self::flush(slf)?;
-        let (lost, had_buf, was_closing) = this.st.with(py, |s| {
-            (s.conn_lost, !s.buf.is_empty(), s.closing)
-        });
+        let (lost, had_buf, was_closing) = this
+            .st
+            .with(py, |s| (s.conn_lost, !s.buf.is_empty(), s.closing));
         if lost != 0 {
             return Ok(());
         }
@@ -947,7 +1015,10 @@ impl StreamTransport {
     }
 
     #[pyo3(signature = (exc=None))]
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn _call_connection_lost(
+        slf: &Bound<'_, Self>,
+        exc: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let connected = this.st.with(py, |s| s.protocol_connected);
@@ -957,12 +1028,19 @@ impl StreamTransport {
                 Some(e) => e.clone().unbind(),
                 None => py.None(),
             };
-            p.bind(py).call_method1(intern!(py, "connection_lost"), (exc,)).map(drop)
+            p.bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop)
         } else {
             Ok(())
         };
         let (sock, lp, server, waiter) = this.st.with(py, |s| {
-            (s.sock.take(), s.lp.take(), s.server.take(), s.empty_waiter.as_ref().map(|w| w.clone_ref(py)))
+            (
+                s.sock.take(),
+                s.lp.take(),
+                s.server.take(),
+                s.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+            )
         });
         let old_refs = {
             let mut r = this.refs();
@@ -973,7 +1051,10 @@ impl StreamTransport {
             cleanup = sock.bind(py).call_method0(intern!(py, "close")).map(drop);
         }
         if let Some(server) = &server {
-            let r = server.bind(py).call_method0(intern!(py, "_detach")).map(drop);
+            let r = server
+                .bind(py)
+                .call_method0(intern!(py, "_detach"))
+                .map(drop);
             if cleanup.is_ok() {
                 cleanup = r;
             }
@@ -983,7 +1064,8 @@ impl StreamTransport {
         cleanup?;
         if let Some(w) = waiter {
             let e = PyConnectionError::new_err("Connection is closed by peer").into_value(py);
-            w.bind(py).call_method1(intern!(py, "set_exception"), (e,))?;
+            w.bind(py)
+                .call_method1(intern!(py, "set_exception"), (e,))?;
         }
         Ok(())
     }
@@ -993,14 +1075,20 @@ impl StreamTransport {
     fn _make_empty_waiter(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
         let py = slf.py();
         let (has, lp, empty) = slf.get().st.with(py, |s| {
-            (s.empty_waiter.is_some(), s.lp.as_ref().map(|l| l.clone_ref(py)), s.buf.is_empty())
+            (
+                s.empty_waiter.is_some(),
+                s.lp.as_ref().map(|l| l.clone_ref(py)),
+                s.buf.is_empty(),
+            )
         });
         if has {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
         }
         let lp = lp.ok_or_else(|| PyRuntimeError::new_err("Transport is closed"))?;
         let fut = lp.bind(py).call_method0(intern!(py, "create_future"))?;
-        slf.get().st.with(py, |s| s.empty_waiter = Some(fut.clone().unbind()));
+        slf.get()
+            .st
+            .with(py, |s| s.empty_waiter = Some(fut.clone().unbind()));
         if empty {
             fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
@@ -1020,7 +1108,9 @@ impl StreamTransport {
     }
     #[getter]
     fn _sock(&self, py: Python<'_>) -> PyObject {
-        self.st.with(py, |s| s.sock.as_ref().map(|o| o.clone_ref(py))).unwrap_or_else(|| py.None())
+        self.st
+            .with(py, |s| s.sock.as_ref().map(|o| o.clone_ref(py)))
+            .unwrap_or_else(|| py.None())
     }
     #[getter]
     fn _loop(&self, py: Python<'_>) -> PyObject {
@@ -1028,7 +1118,9 @@ impl StreamTransport {
     }
     #[getter]
     fn _server(&self, py: Python<'_>) -> PyObject {
-        self.st.with(py, |s| s.server.as_ref().map(|o| o.clone_ref(py))).unwrap_or_else(|| py.None())
+        self.st
+            .with(py, |s| s.server.as_ref().map(|o| o.clone_ref(py)))
+            .unwrap_or_else(|| py.None())
     }
     #[getter]
     fn _protocol(&self, py: Python<'_>) -> PyObject {
@@ -1079,7 +1171,8 @@ impl StreamTransport {
         let py = slf.py();
         if let Some(lp) = slf.get().lp(py) {
             let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            lp.bind(py).call_method1(intern!(py, "call_soon"), (cb, exc))?;
+            lp.bind(py)
+                .call_method1(intern!(py, "call_soon"), (cb, exc))?;
         }
         Ok(())
     }

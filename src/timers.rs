@@ -78,6 +78,10 @@ impl TimerHeap {
         self.heap.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Drops cancelled timers: all of them when they dominate a large heap,
     /// otherwise only those at the top (which would decide the poll timeout).
     /// Returns the dropped handles so the caller releases them outside any
@@ -105,11 +109,12 @@ impl TimerHeap {
                 }
                 h.scheduled.store(false, Ordering::Relaxed);
                 dropped.push(self.heap.pop().expect("peeked").handle);
-                let _ = self.stats.cancelled.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |c| Some(c.saturating_sub(1)),
-                );
+                let _ =
+                    self.stats
+                        .cancelled
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                            Some(c.saturating_sub(1))
+                        });
             }
         }
     }
@@ -135,11 +140,12 @@ impl TimerHeap {
             let h = e.handle.get();
             h.scheduled.store(false, Ordering::Relaxed);
             if h.is_cancelled() {
-                let _ = self.stats.cancelled.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |c| Some(c.saturating_sub(1)),
-                );
+                let _ =
+                    self.stats
+                        .cancelled
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                            Some(c.saturating_sub(1))
+                        });
                 dropped.push(e.handle);
                 continue;
             }
@@ -190,7 +196,11 @@ mod tests {
     use pyo3::types::PyTuple;
 
     fn timer(py: Python<'_>, heap: &TimerHeap, when: f64) -> Py<Handle> {
-        let ctx = py.import("contextvars").unwrap().call_method0("copy_context").unwrap();
+        let ctx = py
+            .import("contextvars")
+            .unwrap()
+            .call_method0("copy_context")
+            .unwrap();
         Py::new(
             py,
             Handle::new_timer(
