@@ -468,11 +468,6 @@ class Loop(
         self._ensure_fd_no_transport(fd)
         return self._remove_writer(fd)
 
-    def _stop_serving(self, sock) -> None:
-        # asyncio's Server calls this to stop accepting on a listening socket.
-        self._remove_reader(sock.fileno())
-        sock.close()
-
     # ---- signals -------------------------------------------------------------
 
     def _check_signal(self, sig) -> None:
