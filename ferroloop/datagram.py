@@ -17,9 +17,10 @@ import socket
 import stat
 import warnings
 import weakref
-from asyncio import constants, transports, trsock
+from asyncio import constants, transports
 
 from . import _compat
+from ._transport_base import FdWatchMixin, socket_extra
 from ._ferroloop import DatagramCore
 
 # Bytes asked of one recvfrom() (asyncio's max_size).
@@ -43,7 +44,7 @@ def _set_reuseport(sock) -> None:
         )
 
 
-class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.DatagramTransport):
     """ferroloop's datagram transport (UDP or Unix datagram socket)."""
 
     max_size = _MAX_SIZE
@@ -51,16 +52,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        socket_extra(self._extra, sock)
         self._sock = sock
         self._sock_fd = sock.fileno()
         self._protocol = protocol
@@ -112,26 +104,16 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
 
     # ---- reactor registration ---------------------------------------------
 
-    def _start_reading(self) -> None:
-        if self._closing or self._paused or self._reading:
-            return
-        self._loop._add_reader(self._sock_fd, self._core.read_ready, self)
-        self._reading = True
+    @property
+    def _watch_fd(self) -> int:
+        return self._sock_fd
 
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop._remove_reader(self._sock_fd)
+    def _start_reading(self) -> None:
+        if not (self._closing or self._paused):
+            self._watch_read(self._core.read_ready, self)
 
     def _start_writing(self) -> None:
-        if not self._writing:
-            self._loop._add_writer(self._sock_fd, self._sendto_ready)
-            self._writing = True
-
-    def _stop_writing(self) -> None:
-        if self._writing:
-            self._writing = False
-            self._loop._remove_writer(self._sock_fd)
+        self._watch_write(self._sendto_ready)
 
     # ---- BaseTransport / ReadTransport-like API ---------------------------
 

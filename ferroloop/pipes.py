@@ -16,6 +16,7 @@ import weakref
 from asyncio import constants, transports
 
 from . import _compat
+from ._transport_base import FdWatchMixin
 from ._ferroloop import ReadPipeCore, WritePipeCore
 
 _MAX_READ = 256 * 1024
@@ -26,7 +27,7 @@ def _set_result_unless_cancelled(fut, result) -> None:
         fut.set_result(result)
 
 
-class ReadPipeTransport(transports.ReadTransport):
+class ReadPipeTransport(FdWatchMixin, transports.ReadTransport):
     """Read side of a pipe, FIFO, socket, character device or PTY."""
 
     max_size = _MAX_READ
@@ -55,16 +56,13 @@ class ReadPipeTransport(transports.ReadTransport):
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
-    def _start_reading(self) -> None:
-        if not self.is_reading() or self._reading:
-            return
-        self._loop._add_reader(self._fileno, self._core.read_ready, self)
-        self._reading = True
+    @property
+    def _watch_fd(self) -> int:
+        return self._fileno
 
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop._remove_reader(self._fileno)
+    def _start_reading(self) -> None:
+        if self.is_reading():
+            self._watch_read(self._core.read_ready, self)
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -166,7 +164,7 @@ class ReadPipeTransport(transports.ReadTransport):
             self._loop = None
 
 
-class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+class WritePipeTransport(FdWatchMixin, transports._FlowControlMixin, transports.WriteTransport):
     """Write side of a pipe, FIFO, socket, character device or PTY."""
 
     _pipe = None
@@ -205,26 +203,16 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
-    def _watch_peer_close(self) -> None:
-        if self._pipe is None or self._closing or self._reading:
-            return
-        self._loop._add_reader(self._fileno, self._read_ready)
-        self._reading = True
+    @property
+    def _watch_fd(self) -> int:
+        return self._fileno
 
-    def _stop_reading(self) -> None:
-        if self._reading:
-            self._reading = False
-            self._loop._remove_reader(self._fileno)
+    def _watch_peer_close(self) -> None:
+        if self._pipe is not None and not self._closing:
+            self._watch_read(self._read_ready)
 
     def _start_writing(self) -> None:
-        if not self._writing:
-            self._loop._add_writer(self._fileno, self._write_ready)
-            self._writing = True
-
-    def _stop_writing(self) -> None:
-        if self._writing:
-            self._writing = False
-            self._loop._remove_writer(self._fileno)
+        self._watch_write(self._write_ready)
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]

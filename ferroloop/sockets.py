@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from asyncio import exceptions, futures
+from asyncio import exceptions
 from typing import Any
 
 from . import _compat

@@ -10,10 +10,11 @@ still works as it does on asyncio's transports."""
 from __future__ import annotations
 
 import warnings
-from asyncio import base_events, constants, futures, transports, trsock
+from asyncio import base_events, constants, futures, transports
 from asyncio.log import logger
 
 from ._ferroloop import StreamTransport as _Core
+from ._transport_base import socket_extra
 
 _HOT = (
     "write",
@@ -37,16 +38,7 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
         # Not _FlowControlMixin.__init__: flow control state is native.
         transports.BaseTransport.__init__(self, extra)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        socket_extra(self._extra, sock)
         self._sock_fd = sock.fileno()
         core = _Core(loop, sock, protocol, self, server)
         self._core = core

@@ -1,0 +1,56 @@
+"""Pieces every Python-side transport wrapper shares: the `extra` entries of
+a socket, and idempotent reactor registration of the transport's fd."""
+
+from __future__ import annotations
+
+from asyncio import trsock
+
+
+def socket_extra(extra: dict, sock) -> None:
+    """Fill asyncio's `get_extra_info` keys for a socket: 'socket' (a
+    TransportSocket, as asyncio hands out), 'sockname' and 'peername' (None
+    when the socket has none; a caller-provided 'peername' is kept)."""
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+
+
+class FdWatchMixin:
+    """Registers the transport's fd (`_watch_fd`) with the loop's reactor for
+    reading or writing at most once, and unregisters only what it did, so
+    pause/resume/close paths can call these freely."""
+
+    _loop: object
+    _reading = False
+    _writing = False
+
+    @property
+    def _watch_fd(self) -> int:
+        raise NotImplementedError
+
+    def _watch_read(self, callback, *args) -> None:
+        if not self._reading:
+            self._loop._add_reader(self._watch_fd, callback, *args)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop._remove_reader(self._watch_fd)
+
+    def _watch_write(self, callback, *args) -> None:
+        if not self._writing:
+            self._loop._add_writer(self._watch_fd, callback, *args)
+            self._writing = True
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._loop._remove_writer(self._watch_fd)
