@@ -11,7 +11,6 @@
 //! itself. Rare paths that log (`_fatal_error`, debug messages, flow-control
 //! callback failures) call back into the wrapper.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -44,10 +43,6 @@ const MAX_IOV: usize = 64;
 
 /// Chunks a writev sent in full, dropped outside the state cell.
 type Spent = (Option<Py<PyBytes>>, Vec<Py<PyBytes>>);
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_READ]);
-}
 
 static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
@@ -400,20 +395,13 @@ impl StreamTransport {
         let data = if big {
             Self::recv_direct(py, this.fd)
         } else {
-            SCRATCH.with(|cell| {
-                let mut scratch = cell.borrow_mut();
+            crate::read_buffer::with_scratch(MAX_READ, |scratch| {
                 // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
-                let n = unsafe {
-                    libc::recv(
-                        this.fd,
-                        scratch.as_mut_ptr() as *mut libc::c_void,
-                        MAX_READ,
-                        0,
-                    )
-                };
+                let n = unsafe { libc::recv(this.fd, scratch.as_mut_ptr().cast(), MAX_READ, 0) };
                 if n < 0 {
                     Err(errno())
                 } else {
+                    // Copying into a new bytes object runs no Python code.
                     Ok(PyBytes::new(py, &scratch[..n as usize]))
                 }
             })
