@@ -226,6 +226,9 @@ impl LoopCore {
         if unsafe { ffi::PyErr_CheckSignals() } < 0 {
             return Err(PyErr::fetch(py));
         }
+        if this.timers.with(py, |t| t.is_empty()) {
+            return Ok(()); // no clock read when nothing is scheduled
+        }
         let end = monotonic() + this.clock_resolution;
         let mut dropped = Vec::new();
         this.timers.with(py, |t| {
@@ -331,6 +334,10 @@ impl LoopCore {
             }
         }
         this.batch.with(py, |slot| *slot = batch);
+        // Most turns queued no stream write: check before calling out.
+        if this.turn_end.with(py, |v| v.is_empty()) {
+            return result;
+        }
         let flushed = crate::stream_transport::flush_turn_end(slf);
         result.and(flushed)
     }
