@@ -403,25 +403,16 @@ class PipeMethods:
 
     async def connect_read_pipe(self, protocol_factory, pipe):
         """Wrap the read end of a pipe; return (transport, protocol)."""
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = self._make_read_pipe_transport(pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        if self.get_debug():
-            _compat.logger().debug(
-                "Read pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol
-            )
-        return transport, protocol
+        return await self._connect_pipe(protocol_factory, pipe, self._make_read_pipe_transport, "Read")
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         """Wrap the write end of a pipe; return (transport, protocol)."""
+        return await self._connect_pipe(protocol_factory, pipe, self._make_write_pipe_transport, "Write")
+
+    async def _connect_pipe(self, protocol_factory, pipe, make_transport, side):
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = self._make_write_pipe_transport(pipe, protocol, waiter)
+        transport = make_transport(pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:
@@ -429,6 +420,6 @@ class PipeMethods:
             raise
         if self.get_debug():
             _compat.logger().debug(
-                "Write pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol
+                "%s pipe %r connected: (%r, %r)", side, pipe.fileno(), transport, protocol
             )
         return transport, protocol

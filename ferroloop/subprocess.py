@@ -541,6 +541,23 @@ class SubprocessTransport(transports.SubprocessTransport):
             self._protocol = None
 
 
+def _check_popen_args(universal_newlines, shell, want_shell, bufsize, text, encoding, errors):
+    """asyncio's refusals, in its order and words: the pipes are bytes
+    streams, unbuffered, and exec/shell is decided by the method called."""
+    if universal_newlines:
+        raise ValueError("universal_newlines must be False")
+    if bool(shell) != want_shell:
+        raise ValueError("shell must be True" if want_shell else "shell must be False")
+    if bufsize != 0:
+        raise ValueError("bufsize must be 0")
+    if text:
+        raise ValueError("text must be False")
+    if encoding is not None:
+        raise ValueError("encoding must be None")
+    if errors is not None:
+        raise ValueError("errors must be None")
+
+
 class SubprocessMethods:
     """Mixin for `Loop`: subprocess_exec, subprocess_shell."""
 
@@ -658,30 +675,11 @@ class SubprocessMethods:
         """Run cmd through the shell; return (transport, protocol)."""
         if not isinstance(cmd, (bytes, str)):
             raise ValueError("cmd must be a string")
-        if universal_newlines:
-            raise ValueError("universal_newlines must be False")
-        if not shell:
-            raise ValueError("shell must be True")
-        if bufsize != 0:
-            raise ValueError("bufsize must be 0")
-        if text:
-            raise ValueError("text must be False")
-        if encoding is not None:
-            raise ValueError("encoding must be None")
-        if errors is not None:
-            raise ValueError("errors must be None")
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            # The command is not logged: it may hold secrets.
-            debug_log = "run shell command %r" % cmd
-            self._log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, cmd, True, stdin, stdout, stderr, bufsize, **kwargs
+        _check_popen_args(universal_newlines, shell, True, bufsize, text, encoding, errors)
+        return await self._start_subprocess(
+            protocol_factory, cmd, True, f"run shell command {cmd!r}",
+            stdin, stdout, stderr, bufsize, kwargs,
         )
-        if self.get_debug() and debug_log is not None:
-            _compat.logger().info("%s: %r", debug_log, transport)
-        return transport, protocol
 
     async def subprocess_exec(
         self,
@@ -700,27 +698,24 @@ class SubprocessMethods:
         **kwargs,
     ):
         """Run program with args; return (transport, protocol)."""
-        if universal_newlines:
-            raise ValueError("universal_newlines must be False")
-        if shell:
-            raise ValueError("shell must be False")
-        if bufsize != 0:
-            raise ValueError("bufsize must be 0")
-        if text:
-            raise ValueError("text must be False")
-        if encoding is not None:
-            raise ValueError("encoding must be None")
-        if errors is not None:
-            raise ValueError("errors must be None")
-        popen_args = (program,) + args
-        protocol = protocol_factory()
-        debug_log = None
-        if self.get_debug():
-            debug_log = f"execute program {program!r}"
-            self._log_subprocess(debug_log, stdin, stdout, stderr)
-        transport = await self._make_subprocess_transport(
-            protocol, popen_args, False, stdin, stdout, stderr, bufsize, **kwargs
+        _check_popen_args(universal_newlines, shell, False, bufsize, text, encoding, errors)
+        return await self._start_subprocess(
+            protocol_factory, (program,) + args, False, f"execute program {program!r}",
+            stdin, stdout, stderr, bufsize, kwargs,
         )
-        if self.get_debug() and debug_log is not None:
-            _compat.logger().info("%s: %r", debug_log, transport)
+
+    async def _start_subprocess(self, protocol_factory, popen_args, shell, what,
+                     stdin, stdout, stderr, bufsize, kwargs):
+        """What subprocess_exec and subprocess_shell share once their
+        arguments are checked: make the protocol, log in debug mode, start
+        the transport."""
+        protocol = protocol_factory()
+        debug = self.get_debug()
+        if debug:
+            self._log_subprocess(what, stdin, stdout, stderr)
+        transport = await self._make_subprocess_transport(
+            protocol, popen_args, shell, stdin, stdout, stderr, bufsize, **kwargs
+        )
+        if debug:
+            _compat.logger().info("%s: %r", what, transport)
         return transport, protocol
