@@ -71,9 +71,33 @@ class Loop(
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         self._pid = os.getpid()
+        self._cache_native_methods()
         # fd -> transport, for asyncio's "fd is used by a transport" check.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self.set_debug(coroutines._is_debug_mode())
+
+    # Methods CPython's C Task and Future look up on the loop for every
+    # wake-up and every new future (and that user code calls most).
+    _HOT_NATIVE_METHODS = (
+        "call_soon",
+        "call_soon_threadsafe",
+        "call_at",
+        "call_later",
+        "time",
+        "get_debug",
+    )
+
+    def _cache_native_methods(self) -> None:
+        """Keep bound native methods in the instance dict: an attribute
+        found there is returned as is, where a class-level method would be
+        bound anew (an allocation) on every `loop.call_soon` lookup. A
+        subclass's override is left alone, and assigning or deleting the
+        attribute (as test suites do) still works."""
+        cls = type(self)
+        for name in self._HOT_NATIVE_METHODS:
+            native = getattr(LoopCore, name)
+            if getattr(cls, name) is native:
+                self.__dict__[name] = native.__get__(self, cls)
 
     def __repr__(self) -> str:
         return (
