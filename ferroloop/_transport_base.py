@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from asyncio import trsock
 
+from . import _compat
+
 
 def socket_extra(extra: dict, sock) -> None:
     """Fill asyncio's `get_extra_info` keys for a socket: 'socket' (a
@@ -20,6 +22,24 @@ def socket_extra(extra: dict, sock) -> None:
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
+
+
+def report_fatal_error(loop, transport, protocol, exc, message: str, quiet: bool) -> None:
+    """asyncio's policy for an error that ends a transport: an expected one
+    (an OSError such as a reset; the caller decides) is only logged in debug
+    mode, anything else goes to the loop's exception handler."""
+    if quiet:
+        if loop is not None and loop.get_debug():
+            _compat.logger().debug("%r: %s", transport, message, exc_info=True)
+        return
+    loop.call_exception_handler(
+        {
+            "message": message,
+            "exception": exc,
+            "transport": transport,
+            "protocol": protocol,
+        }
+    )
 
 
 class FdWatchMixin:

@@ -20,7 +20,7 @@ import weakref
 from asyncio import constants, transports
 
 from . import _compat
-from ._transport_base import FdWatchMixin, socket_extra
+from ._transport_base import FdWatchMixin, report_fatal_error, socket_extra
 from ._ferroloop import DatagramCore
 
 # Bytes asked of one recvfrom() (asyncio's max_size).
@@ -164,18 +164,9 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
             self._loop.call_soon(self._call_connection_lost, None)
 
     def _fatal_error(self, exc, message="Fatal error on transport") -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                _compat.logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        report_fatal_error(
+            self._loop, self, self._protocol, exc, message, isinstance(exc, OSError)
+        )
         self._force_close(exc)
 
     def _force_close(self, exc) -> None:

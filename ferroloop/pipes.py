@@ -16,7 +16,7 @@ import weakref
 from asyncio import constants, transports
 
 from . import _compat
-from ._transport_base import FdWatchMixin
+from ._transport_base import FdWatchMixin, report_fatal_error
 from ._ferroloop import ReadPipeCore, WritePipeCore
 
 _MAX_READ = 256 * 1024
@@ -132,19 +132,9 @@ class ReadPipeTransport(FdWatchMixin, transports.ReadTransport):
             self._pipe.close()
 
     def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
-            # A PTY whose slave side is closed: the normal end of output.
-            if self._loop.get_debug():
-                _compat.logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        # EIO on a PTY whose slave side is closed is the normal end of output.
+        quiet = isinstance(exc, OSError) and exc.errno == errno.EIO
+        report_fatal_error(self._loop, self, self._protocol, exc, message, quiet)
         self._close(exc)
 
     def _close(self, exc) -> None:
@@ -358,18 +348,9 @@ class WritePipeTransport(FdWatchMixin, transports._FlowControlMixin, transports.
         self._close(None)
 
     def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                _compat.logger().debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        report_fatal_error(
+            self._loop, self, self._protocol, exc, message, isinstance(exc, OSError)
+        )
         self._close(exc)
 
     def _close(self, exc=None) -> None:

@@ -14,7 +14,7 @@ from asyncio import base_events, constants, futures, transports
 from asyncio.log import logger
 
 from ._ferroloop import StreamTransport as _Core
-from ._transport_base import socket_extra
+from ._transport_base import report_fatal_error, socket_extra
 
 _HOT = (
     "write",
@@ -211,20 +211,11 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
     # ---- cold paths the native side calls back into ---------------------------
 
     def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            loop = self._core._loop
-            if loop is not None and loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._core._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._core._protocol,
-                }
-            )
-        self._core._force_close(exc)
+        core = self._core
+        report_fatal_error(
+            core._loop, self, core._protocol, exc, message, isinstance(exc, OSError)
+        )
+        core._force_close(exc)
 
     def _flow_control_error(self, message, exc):
         self._core._loop.call_exception_handler(
