@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
 use crate::gil_cell::GilCell;
-use crate::handles::{is_fatal, Handle, RunOutcome, TimerHandle};
+use crate::handles::{is_fatal, Handle, HandleContext, RunOutcome, TimerHandle};
 use crate::reactor::{Reactor, Readiness};
 use crate::self_pipe::SelfPipe;
 use crate::signals::SignalHandlers;
@@ -131,18 +131,6 @@ impl LoopCore {
         Ok(Some(tb.unbind()))
     }
 
-    fn context_or_current(
-        py: Python<'_>,
-        context: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyObject> {
-        match context {
-            Some(c) if !c.is_none() => Ok(c.clone().unbind()),
-            // SAFETY: returns a new reference or NULL with an exception set.
-            _ => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }
-                .map(Bound::unbind),
-        }
-    }
-
     fn new_handle(
         &self,
         py: Python<'_>,
@@ -151,7 +139,7 @@ impl LoopCore {
         context: Option<&Bound<'_, PyAny>>,
         repeats: bool,
     ) -> PyResult<Py<Handle>> {
-        let ctx = Self::context_or_current(py, context)?;
+        let ctx = HandleContext::capture(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
         let (func, args) = (callback.clone().unbind(), args.clone().unbind());
         let handle = if repeats {
@@ -159,7 +147,9 @@ impl LoopCore {
         } else {
             Handle::new(func, args, ctx, tb)
         };
-        Py::new(py, handle)
+        let handle = Bound::new(py, handle)?;
+        Handle::untrack_new(&handle);
+        Ok(handle.unbind())
     }
 
     fn schedule_timer(
@@ -170,7 +160,7 @@ impl LoopCore {
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        let ctx = Self::context_or_current(py, context)?;
+        let ctx = HandleContext::capture(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
         let stats = self.timers.with(py, |t| t.stats.clone());
         let handle = Handle::new_timer(
@@ -185,6 +175,7 @@ impl LoopCore {
             py,
             PyClassInitializer::from(handle).add_subclass(TimerHandle {}),
         )?;
+        Handle::untrack_new(timer.as_super());
         let base = timer.as_super().clone().unbind();
         self.timers.with(py, |t| t.push(base));
         Ok(timer.unbind())
@@ -206,7 +197,7 @@ impl LoopCore {
                     .map(|when| (when - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT))
             }
         });
-        drop(dropped);
+        dropped.into_iter().for_each(|h| Handle::let_go(h, py));
         // A zero-timeout poll with no fd watched and no signal handler can only
         // find a call_soon_threadsafe wake-up byte, whose handle is already
         // queued: skip the syscall (the byte is drained on the next real poll).
@@ -234,7 +225,7 @@ impl LoopCore {
         this.timers.with(py, |t| {
             t.pop_due(end, &mut dropped, |h| this.ready.push(py, h))
         });
-        drop(dropped);
+        dropped.into_iter().for_each(|h| Handle::let_go(h, py));
         Ok(())
     }
 
@@ -290,7 +281,7 @@ impl LoopCore {
         let old = self.reactor.set(py, fd, write, None).map_err(PyErr::from)?;
         Ok(match old {
             Some(h) => {
-                h.get().cancel_quietly(py);
+                Handle::cancel_dropped(h, py);
                 true
             }
             None => false,
@@ -326,6 +317,11 @@ impl LoopCore {
                 Ok(_) => None,
                 Err(err) => Some(err),
             };
+            // Finished while user code holds it: the collector must see it.
+            // SAFETY: reading the refcount of a live object.
+            if !h.repeats() && unsafe { ffi::Py_REFCNT(handle.as_ptr()) } > 1 {
+                Handle::escape(&handle);
+            }
             if let Some(err) = err {
                 // Leave what this turn did not reach for the next run, in order.
                 this.ready.restore_front(py, &mut batch);
@@ -356,14 +352,6 @@ impl LoopCore {
             slf.call_method1("_log_slow_callback", (handle, dt))?;
         }
         Ok(outcome)
-    }
-}
-
-impl Handle {
-    /// Cancels without the Python method-call overhead; the py token proves
-    /// the GIL is held while the callback is released.
-    pub(crate) fn cancel_quietly(&self, py: Python<'_>) {
-        self.cancel_internal(py);
     }
 }
 
@@ -600,7 +588,7 @@ impl LoopCore {
         let this = slf.get();
         let handle = this.new_handle(py, callback, args, None, true)?;
         if let Some(old) = this.signals.set(py, sig, handle) {
-            old.get().cancel_quietly(py);
+            Handle::cancel_dropped(old, py);
         }
         Ok(())
     }
@@ -643,13 +631,22 @@ impl LoopCore {
     /// cycle that must still be collected, warned about and closed.
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
         let visit_handle = |h: &Py<Handle>| -> Result<(), pyo3::PyTraverseError> {
-            // Only a handle nobody else holds is part of the loop's own state
-            // (see Handle::traverse); one held elsewhere keeps its referents
-            // alive on its own account and is conservatively skipped.
-            // SAFETY: reading the refcount of a live object.
-            if unsafe { ffi::Py_REFCNT(h.as_ptr()) } == 1 {
+            // SAFETY: reading the GC state and refcount of a live object.
+            let (tracked, refs) = unsafe {
+                (
+                    ffi::PyObject_GC_IsTracked(h.as_ptr()) != 0,
+                    ffi::Py_REFCNT(h.as_ptr()),
+                )
+            };
+            if tracked {
+                // The collector traverses it itself; the loop owns one reference.
+                visit.call(h)
+            } else if refs == 1 {
+                // Untracked and only the loop holds it: its referents are
+                // the loop's own state (see Handle::traverse).
                 h.get().traverse(&visit)
             } else {
+                // Untracked and shared: conservatively skipped.
                 Ok(())
             }
         };
@@ -724,7 +721,7 @@ fn release_all(
     for h in handles {
         let callback = h.get().release(py);
         drop(callback);
-        drop(h);
+        Handle::let_go(h, py);
     }
 }
 
@@ -761,7 +758,7 @@ impl LoopCore {
             .set(py, fd, write, Some(handle.clone_ref(py)))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
         if let Some(old) = old {
-            old.get().cancel_quietly(py);
+            Handle::cancel_dropped(old, py);
         }
         Ok(handle)
     }

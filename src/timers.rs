@@ -207,7 +207,7 @@ mod tests {
                 when,
                 py.None(),
                 PyTuple::empty(py).unbind(),
-                ctx.unbind(),
+                crate::handles::HandleContext::given(ctx.unbind()),
                 None,
                 heap.stats.clone(),
             ),

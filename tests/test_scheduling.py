@@ -698,3 +698,112 @@ def test_task_context_isolated(loop):
 
     assert run(loop, main()) == ("child", "main")
     assert VAR.get() == "default"
+
+
+# ---------------------------------------------------------------------------
+# Garbage collection of handles and their contexts
+# ---------------------------------------------------------------------------
+
+OWNER = contextvars.ContextVar("OWNER")
+
+
+class _Owner:
+    """Keeps its own handle, and is itself in the context that handle
+    captured: owner -> handle -> context -> owner, a cycle only the
+    collector can free (a common shape: a request in a contextvar that
+    keeps its timeout handle)."""
+
+    def callback(self):
+        pass
+
+
+def _owner_cycle(loop, schedule):
+    import weakref
+
+    def make():
+        owner = _Owner()
+        OWNER.set(owner)
+        owner.handle = schedule(loop, owner)
+        return weakref.ref(owner)
+
+    # A fresh context, so the contextvar does not leak into the test's own.
+    return contextvars.Context().run(make)
+
+
+@pytest.mark.parametrize("how", ["cancelled_timer", "ran", "cancelled_soon"])
+def test_handle_context_cycle_is_collected(loop, how):
+    import gc
+
+    if how == "cancelled_timer":
+        ref = _owner_cycle(loop, lambda lp, o: lp.call_later(3600, o.callback))
+        ref().handle.cancel()
+    elif how == "ran":
+        ref = _owner_cycle(loop, lambda lp, o: lp.call_soon(o.callback))
+    else:
+        ref = _owner_cycle(loop, lambda lp, o: lp.call_soon(o.callback))
+        ref().handle.cancel()
+    # Let the loop run (or drop) the handle and purge cancelled timers.
+    for _ in range(3):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    gc.collect()
+    assert ref() is None, "owner -> handle -> context -> owner cycle leaked"
+
+
+def test_handle_context_cycle_collected_after_close(loop_factory):
+    import gc
+
+    lp = loop_factory()
+    ref = _owner_cycle(lp, lambda l, o: l.call_later(3600, o.callback))
+    lp.close()
+    gc.collect()
+    assert ref() is None, "a pending handle's cycle leaked past loop.close()"
+
+
+def test_default_context_kept_after_run(loop):
+    # The copy a handle captured stays its context after the callback ran,
+    # with what the callback set in it.
+    h = loop.call_soon(VAR.set, "set-inside")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    ctx = h._context
+    assert isinstance(ctx, contextvars.Context)
+    assert ctx[VAR] == "set-inside"
+    assert h._context is ctx
+    assert VAR.get() == "default"
+
+
+def test_collections_while_callbacks_are_queued(loop):
+    # Full collections while thousands of handles (kept and not kept by the
+    # caller, with captured and explicit contexts) wait in the queue and
+    # while they run: nothing is freed early, every callback sees its value.
+    import gc
+
+    seen = []
+    kept = []
+
+    def cb(i):
+        seen.append((i, VAR.get()))
+        if i % 500 == 0:
+            gc.collect()
+
+    ctx = contextvars.copy_context()
+    for i in range(3000):
+        token = VAR.set(f"v{i}")
+        try:
+            if i % 3 == 0:
+                kept.append(loop.call_soon(cb, i))
+            elif i % 3 == 1:
+                loop.call_soon(cb, i)
+            else:
+                kept.append(loop.call_later(0, cb, i))
+        finally:
+            VAR.reset(token)
+        if i % 1000 == 0:
+            gc.collect()
+    loop.call_soon(lambda: ctx.run(gc.collect))
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert sorted(seen) == sorted((i, f"v{i}") for i in range(3000))
+    assert all(h._context.get(VAR) in (f"v{i}" for i in range(3000)) for h in kept[:5])
