@@ -383,7 +383,7 @@ impl LoopCore {
     }
 
     /// The loop clock (monotonic seconds, the same clock as `time.monotonic`).
-    fn time(&self) -> f64 {
+    pub(crate) fn time(&self) -> f64 {
         monotonic()
     }
 
@@ -393,7 +393,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
+    pub(crate) fn call_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
@@ -408,7 +408,7 @@ impl LoopCore {
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
+    pub(crate) fn call_soon_threadsafe(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
@@ -470,7 +470,7 @@ impl LoopCore {
         self.closed.load(Ordering::Relaxed)
     }
 
-    fn get_debug(&self) -> bool {
+    pub(crate) fn get_debug(&self) -> bool {
         self.is_debug()
     }
 

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 pub mod datagram_transport;
 pub mod event_loop;
+pub mod fast_entry;
 pub mod gil_cell;
 pub mod handles;
 pub mod pipes;
@@ -30,5 +31,6 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pipes::ReadPipeCore>()?;
     m.add_class::<pipes::WritePipeCore>()?;
     m.add_class::<stream_transport::StreamTransport>()?;
+    m.add_function(wrap_pyfunction!(fast_entry::_fast_methods, m)?)?;
     Ok(())
 }

@@ -807,3 +807,51 @@ def test_collections_while_callbacks_are_queued(loop):
     gc.collect()
     assert sorted(seen) == sorted((i, f"v{i}") for i in range(3000))
     assert all(h._context.get(VAR) in (f"v{i}" for i in range(3000)) for h in kept[:5])
+
+
+# ---------------------------------------------------------------------------
+# Calling conventions of the hot methods (ferroloop binds direct C entries)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["call_soon", "call_soon_threadsafe"])
+def test_call_soon_argument_forms(loop, name):
+    import inspect
+
+    method = getattr(loop, name)
+    assert method.__self__ is loop
+    assert str(inspect.signature(method)) == "(callback, *args, context=None)"
+    seen = []
+    method(seen.append, "positional")
+    method(callback=lambda: seen.append("keyword"))
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "in-ctx")
+    method(lambda: seen.append(VAR.get()), context=ctx)
+    method(lambda *a: seen.append(a), 1, 2, 3)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["positional", "keyword", "in-ctx", (1, 2, 3)]
+
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callback'"):
+        method()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        method(print, bogus=1)
+    with pytest.raises(TypeError, match="multiple values for argument 'callback'"):
+        method(print, callback=print)
+    # Unbound, through the class, as some libraries call it.
+    h = type(loop).call_soon(loop, seen.append, "via-class")
+    assert isinstance(h, asyncio.Handle)
+    h.cancel()
+
+
+def test_call_soon_closed_loop_and_debug_flag(loop_factory):
+    lp = loop_factory()
+    assert lp.get_debug() is False
+    lp.set_debug(True)
+    assert lp.get_debug() is True
+    t0 = lp.time()
+    assert isinstance(t0, float) and lp.time() >= t0
+    lp.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.call_soon(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.call_soon_threadsafe(print)
