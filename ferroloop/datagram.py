@@ -70,7 +70,8 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
             sock,
             self._sock_fd,
             int(sock.family),
-            bool(self._extra["peername"]),
+            # Connected (an unnamed Unix socketpair's peer is ''): send().
+            self._extra["peername"] is not None,
             address,
             protocol,
             self.max_size,
@@ -224,7 +225,7 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
             return
         if not self._buffer:
             try:
-                if self._extra["peername"]:
+                if self._extra["peername"] is not None:
                     self._sock.send(data)
                 else:
                     self._sock.sendto(data, addr)
@@ -254,7 +255,7 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
             data, addr = self._buffer.popleft()
             self._buffer_size -= len(data)
             try:
-                if self._extra["peername"]:
+                if self._extra["peername"] is not None:
                     self._sock.send(data)
                 else:
                     self._sock.sendto(data, addr)

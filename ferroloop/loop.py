@@ -120,6 +120,11 @@ class Loop(
         if self.is_closed():
             raise RuntimeError("Event loop is closed")
 
+    @property
+    def _closed(self) -> bool:
+        """BaseEventLoop's flag, which test suites and libraries read."""
+        return self.is_closed()
+
     def _check_running(self) -> None:
         if self.is_running():
             raise RuntimeError("This event loop is already running")

@@ -237,6 +237,31 @@ def test_unix_datagram(loop):
     run(loop, main())
 
 
+def test_unix_socketpair_endpoint(loop, loop_kind):
+    # An unnamed socketpair is connected but its peername is '' (falsy).
+    # Stock asyncio takes that for "not connected" and calls
+    # sock.sendto(data, None), a TypeError that kills the transport; uvloop
+    # and ferroloop send() on it, as on any connected socket.
+    s1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    async def main():
+        with s1, s2:
+            tr, pr = await loop.create_datagram_endpoint(lambda: Proto(loop), sock=s1)
+            assert tr.get_extra_info("peername") == ""
+            s2.send(b"ping")
+            data, addr = await pr.received.get()
+            assert data == b"ping" and addr is None
+            if loop_kind == "asyncio":
+                return tr.close()
+            tr.sendto(b"pong")
+            assert await loop.run_in_executor(None, s2.recv, 100) == b"pong"
+            tr.close()
+            await pr.lost
+            assert pr.events == ["made", "data", "lost"]
+
+    run(loop, main())
+
+
 def test_abort_drops_buffer_and_pause_reading(loop):
     async def main():
         t, p = await loop.create_datagram_endpoint(

@@ -16,6 +16,16 @@ def test_fresh_loop_state(loop):
     assert loop.get_debug() is False
 
 
+def test_closed_flag_attribute(loop_factory):
+    # BaseEventLoop's private _closed flag: uvloop's and other suites read it.
+    lp = loop_factory()
+    assert lp._closed is False
+    lp.close()
+    assert lp._closed is True
+    lp.close()  # idempotent
+    assert lp._closed is True
+
+
 def test_run_forever_until_stop(loop):
     calls = []
 
