@@ -32,8 +32,7 @@ class ResolverMethods:
     """Mixin for `Loop`: getaddrinfo, getnameinfo and the address fast path."""
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        if self.is_closed():
-            raise RuntimeError("Event loop is closed")
+        self._check_closed()
         key = (host, port, port.__class__, family, type, proto, flags)
         try:
             return list(_numeric_cache[key])

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from . import _compat
 from ._ferroloop import LoopCore, _fast_methods
+
+_native_is_closed = LoopCore.is_closed
 from .datagram import DatagramMethods
 from .dns import ResolverMethods
 from .network import NetworkMethods
@@ -71,7 +73,12 @@ class Loop(
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
         self._pid = os.getpid()
+        # fd -> the file object add_reader/add_writer was given, so removing
+        # by that object still works after it was closed (fileno() == -1),
+        # as a selector finds its key by object identity.
+        self._watched_fileobjs: dict[int, Any] = {}
         self._cache_native_methods()
+        self._sync_time_source()  # a subclass may define its own time()
         # fd -> transport, for asyncio's "fd is used by a transport" check.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self.set_debug(coroutines._is_debug_mode())
@@ -117,13 +124,15 @@ class Loop(
     # ---- running and stopping ------------------------------------------------
 
     def _check_closed(self) -> None:
-        if self.is_closed():
+        # The native flag, not the public (patchable) is_closed(): as
+        # BaseEventLoop reads its private _closed.
+        if _native_is_closed(self):
             raise RuntimeError("Event loop is closed")
 
     @property
     def _closed(self) -> bool:
         """BaseEventLoop's flag, which test suites and libraries read."""
-        return self.is_closed()
+        return _native_is_closed(self)
 
     def _check_running(self) -> None:
         if self.is_running():
@@ -195,7 +204,7 @@ class Loop(
         shut the default executor down without waiting. User fds stay open."""
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
-        if self.is_closed():
+        if self._closed:
             return
         if self.get_debug():
             _compat.logger().debug("Close %r", self)
@@ -473,32 +482,62 @@ class Loop(
 
     # ---- file descriptors ------------------------------------------------------
 
+    def _watched_fd(self, fileobj) -> int:
+        """The fd of `fileobj`; for a closed file object that is watched,
+        the fd it was watched under."""
+        try:
+            return _fileobj_to_fd(fileobj)
+        except ValueError:
+            for fd, obj in self._watched_fileobjs.items():
+                if obj is fileobj:
+                    return fd
+            raise
+
     def _ensure_fd_no_transport(self, fd) -> None:
         """Refuse to watch an fd a ferroloop transport owns (as asyncio does)."""
         if not self._transports:
             return
-        fileno = fd if isinstance(fd, int) else _fileobj_to_fd(fd)
+        try:
+            fileno = self._watched_fd(fd)
+        except ValueError:
+            return  # the add/remove call reports the bad fd itself
         transport = self._transports.get(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(
                 f"File descriptor {fd!r} is used by transport {transport!r}"
             )
 
+    def _remember_fileobj(self, fileobj) -> None:
+        if not isinstance(fileobj, int):
+            self._watched_fileobjs[_fileobj_to_fd(fileobj)] = fileobj
+
+    def _forget_fileobj(self, fd: int) -> None:
+        if fd in self._watched_fileobjs and self._get_watch(fd) == (None, None):
+            del self._watched_fileobjs[fd]
+
     def add_reader(self, fd, callback, *args) -> None:
         self._ensure_fd_no_transport(fd)
         self._add_reader(fd, callback, *args)
+        self._remember_fileobj(fd)
 
     def remove_reader(self, fd) -> bool:
         self._ensure_fd_no_transport(fd)
-        return self._remove_reader(fd)
+        fileno = self._watched_fd(fd) if not self.is_closed() else fd
+        removed = self._remove_reader(fileno)
+        self._forget_fileobj(fileno)
+        return removed
 
     def add_writer(self, fd, callback, *args) -> None:
         self._ensure_fd_no_transport(fd)
         self._add_writer(fd, callback, *args)
+        self._remember_fileobj(fd)
 
     def remove_writer(self, fd) -> bool:
         self._ensure_fd_no_transport(fd)
-        return self._remove_writer(fd)
+        fileno = self._watched_fd(fd) if not self.is_closed() else fd
+        removed = self._remove_writer(fileno)
+        self._forget_fileobj(fileno)
+        return removed
 
     # ---- signals -------------------------------------------------------------
 

@@ -174,6 +174,10 @@ class SocketMethods:
             fut.set_exception(exc)
         else:
             fut.set_result(None)
+        finally:
+            # The exception's traceback holds this frame: don't let it hold
+            # the future too (a future -> exception -> frame cycle).
+            fut = None
 
     async def sock_accept(self, sock):
         _compat.check_ssl_socket(sock)

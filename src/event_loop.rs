@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::gil_cell::GilCell;
 use crate::handles::{is_fatal, Handle, HandleContext, RunOutcome, TimerHandle};
@@ -47,6 +48,11 @@ pub struct LoopCore {
     /// The thread running turns (`pthread_self`), 0 when none is: only
     /// writes made on that thread wait for the end of the turn.
     pub(crate) turning: AtomicU64,
+    /// What `loop.time` is when it is not the native clock: a test's patch
+    /// (`mock.patch.object(loop, "time")`) or a subclass's override. The
+    /// loop schedules and fires timers by it then, as BaseEventLoop does.
+    time_source: GilCell<Option<PyObject>>,
+    time_patched: AtomicBool,
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -85,6 +91,21 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 impl LoopCore {
+    /// The loop clock: the native monotonic clock unless `time` was replaced.
+    #[inline]
+    fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        if !self.time_patched.load(Ordering::Relaxed) {
+            return Ok(monotonic());
+        }
+        match self
+            .time_source
+            .with(py, |t| t.as_ref().map(|t| t.clone_ref(py)))
+        {
+            Some(t) => t.bind(py).call0()?.extract(),
+            None => Ok(monotonic()),
+        }
+    }
+
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
@@ -156,6 +177,7 @@ impl LoopCore {
         &self,
         py: Python<'_>,
         when: f64,
+        when_obj: Option<&Bound<'_, PyAny>>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
@@ -170,7 +192,8 @@ impl LoopCore {
             ctx,
             tb,
             stats,
-        );
+        )
+        .with_when_obj(when_obj);
         let timer = Bound::new(
             py,
             PyClassInitializer::from(handle).add_subclass(TimerHandle {}),
@@ -187,17 +210,20 @@ impl LoopCore {
         let this = slf.get();
         let mut dropped = Vec::new();
         let busy = !this.ready.is_empty(py) || this.stopping.load(Ordering::Relaxed);
-        let timeout = this.timers.with(py, |timers| {
+        let next = this.timers.with(py, |timers| {
             timers.purge_cancelled(&mut dropped);
             if busy {
-                Some(0.0)
+                None
             } else {
-                timers
-                    .next_deadline()
-                    .map(|when| (when - monotonic()).clamp(0.0, MAX_POLL_TIMEOUT))
+                timers.next_deadline()
             }
         });
         dropped.into_iter().for_each(|h| Handle::let_go(h, py));
+        let timeout = match next {
+            _ if busy => Some(0.0),
+            Some(when) => Some((when - this.now(py)?).clamp(0.0, MAX_POLL_TIMEOUT)),
+            None => None,
+        };
         // A zero-timeout poll with no fd watched and no signal handler can only
         // find a call_soon_threadsafe wake-up byte, whose handle is already
         // queued: skip the syscall (the byte is drained on the next real poll).
@@ -220,7 +246,7 @@ impl LoopCore {
         if this.timers.with(py, |t| t.is_empty()) {
             return Ok(()); // no clock read when nothing is scheduled
         }
-        let end = monotonic() + this.clock_resolution;
+        let end = this.now(py)? + this.clock_resolution;
         let mut dropped = Vec::new();
         this.timers.with(py, |t| {
             t.pop_due(end, &mut dropped, |h| this.ready.push(py, h))
@@ -379,12 +405,63 @@ impl LoopCore {
             turn_end: GilCell::new(Vec::new()),
             turn_end_spare: GilCell::new(Vec::new()),
             turning: AtomicU64::new(0),
+            time_source: GilCell::new(None),
+            time_patched: AtomicBool::new(false),
         })
     }
 
     /// The loop clock (monotonic seconds, the same clock as `time.monotonic`).
     pub(crate) fn time(&self) -> f64 {
         monotonic()
+    }
+
+    /// Re-reads what `self.time` is and, unless it is the native clock,
+    /// makes the loop schedule by it. Run at start-up and on every
+    /// assignment or deletion of the `time` attribute.
+    fn _sync_time_source(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let current = slf.getattr(intern!(py, "time"))?;
+        // SAFETY: type check and field reads on a live object.
+        let native = unsafe {
+            ffi::PyCFunction_Check(current.as_ptr()) != 0
+                && ffi::PyCFunction_GetSelf(current.as_ptr()) == slf.as_ptr()
+        };
+        let source = (!native).then(|| current.unbind());
+        let this = slf.get();
+        this.time_patched.store(source.is_some(), Ordering::Relaxed);
+        let old = this.time_source.with(py, |t| std::mem::replace(t, source));
+        drop(old);
+        Ok(())
+    }
+
+    fn __setattr__(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        // SAFETY: generic attribute assignment on a live object; -1 = error set.
+        if unsafe { ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr()) } < 0
+        {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if name.to_cow()? == "time" {
+            Self::_sync_time_source(slf)?;
+        }
+        Ok(())
+    }
+
+    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
+        // SAFETY: generic attribute deletion (NULL value); -1 = error set.
+        if unsafe {
+            ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        } < 0
+        {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        if name.to_cow()? == "time" {
+            Self::_sync_time_source(slf)?;
+        }
+        Ok(())
     }
 
     #[getter]
@@ -435,7 +512,8 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        Self::call_at_impl(slf, monotonic() + delay, callback, args, context)
+        let now = slf.get().now(slf.py())?;
+        Self::call_at_impl(slf, now + delay, None, callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -449,8 +527,8 @@ impl LoopCore {
         if when.is_none() {
             return Err(PyTypeError::new_err("when cannot be None"));
         }
-        let when: f64 = when.extract()?;
-        Self::call_at_impl(slf, when, callback, args, context)
+        let when_f: f64 = when.extract()?;
+        Self::call_at_impl(slf, when_f, Some(when), callback, args, context)
     }
 
     fn stop(&self) {
@@ -660,6 +738,9 @@ impl LoopCore {
         self.turn_end
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
             .unwrap_or(Ok(()))?;
+        self.time_source
+            .peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
+            .unwrap_or(Ok(()))?;
         Ok(())
     }
 
@@ -670,7 +751,9 @@ impl LoopCore {
         let timers = self.timers.with(py, |t| t.clear());
         let watches = self.reactor.take_all(py);
         let signals = self.signals.clear(py);
+        let time_source = self.time_source.with(py, Option::take);
         release_all(py, ready, timers, watches, signals);
+        drop(time_source);
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -729,6 +812,7 @@ impl LoopCore {
     fn call_at_impl(
         slf: &Bound<'_, Self>,
         when: f64,
+        when_obj: Option<&Bound<'_, PyAny>>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
@@ -736,7 +820,7 @@ impl LoopCore {
         let this = slf.get();
         this.check_closed()?;
         Self::check_callback(slf, callback, "call_at", true)?;
-        this.schedule_timer(slf.py(), when, callback, args, context)
+        this.schedule_timer(slf.py(), when, when_obj, callback, args, context)
     }
 
     fn add_watch(

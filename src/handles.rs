@@ -108,6 +108,9 @@ pub struct Handle {
     source_traceback: Option<PyObject>,
     /// Deadline on the loop clock; NaN for plain handles.
     pub(crate) when: f64,
+    /// The deadline exactly as `call_at` was given it when that was not a
+    /// float (an int stays an int in `when()`, as in asyncio).
+    when_obj: Option<PyObject>,
     /// True while the timer sits in the loop's heap.
     pub(crate) scheduled: AtomicBool,
     timer_stats: Option<Arc<TimerStats>>,
@@ -137,6 +140,7 @@ impl Handle {
             cancelled: AtomicBool::new(false),
             source_traceback,
             when: f64::NAN,
+            when_obj: None,
             scheduled: AtomicBool::new(false),
             timer_stats: None,
             repeats: false,
@@ -167,6 +171,14 @@ impl Handle {
         h.when = when;
         h.timer_stats = Some(stats);
         h
+    }
+
+    /// Keeps `call_at`'s deadline object when it is not a float.
+    pub(crate) fn with_when_obj(mut self, when: Option<&Bound<'_, PyAny>>) -> Self {
+        self.when_obj = when
+            .filter(|w| !w.is_exact_instance_of::<pyo3::types::PyFloat>())
+            .map(|w| w.clone().unbind());
+        self
     }
 
     #[inline]
@@ -301,6 +313,9 @@ impl Handle {
             })
             .unwrap_or(Ok(()))?;
         visit.call(&self.context.obj)?;
+        if let Some(w) = &self.when_obj {
+            visit.call(w)?;
+        }
         if let Some(tb) = &self.source_traceback {
             visit.call(tb)?;
         }
@@ -481,18 +496,27 @@ impl TimerHandle {
     fn base<'a>(slf: &'a Bound<'_, Self>) -> &'a Handle {
         slf.as_super().get()
     }
+
+    fn when_value(slf: &Bound<'_, Self>) -> PyObject {
+        let py = slf.py();
+        let base = Self::base(slf);
+        match &base.when_obj {
+            Some(w) => w.clone_ref(py),
+            None => pyo3::types::PyFloat::new(py, base.when).into_any().unbind(),
+        }
+    }
 }
 
 #[pymethods]
 impl TimerHandle {
     /// The absolute deadline on the loop's clock (`loop.time()`).
-    fn when(slf: &Bound<'_, Self>) -> f64 {
-        Self::base(slf).when
+    fn when(slf: &Bound<'_, Self>) -> PyObject {
+        Self::when_value(slf)
     }
 
     #[getter]
-    fn _when(slf: &Bound<'_, Self>) -> f64 {
-        Self::base(slf).when
+    fn _when(slf: &Bound<'_, Self>) -> PyObject {
+        Self::when_value(slf)
     }
 
     #[getter]

@@ -100,3 +100,22 @@ def test_create_future_on_closed_loop_is_usable_but_loop_closed(loop):
     fut.add_done_callback(lambda f: None)
     with pytest.raises(RuntimeError, match="Event loop is closed"):
         fut.set_result(1)
+
+
+def test_patched_is_closed_does_not_close_the_loop(loop):
+    # asyncio's own checks read the private flag, not the public method
+    # (janus' suite patches loop.is_closed and then creates tasks).
+    from unittest import mock
+
+    async def answer():
+        return 42
+
+    async def main():
+        with mock.patch.object(loop, "is_closed", return_value=True):
+            assert await loop.create_task(answer()) == 42
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, 7)
+            assert await fut == 7
+            assert loop._closed is False
+
+    loop.run_until_complete(main())

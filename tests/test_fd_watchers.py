@@ -351,3 +351,39 @@ def test_many_readers(loop):
         for x, y in pairs:
             x.close()
             y.close()
+
+
+@pytest.mark.parametrize("kind", ["reader", "writer"])
+def test_remove_watch_of_closed_socket_object(loop, kind):
+    # A socket closed while watched has fileno() == -1: removing by the
+    # object still finds the watch (selectors look the key up by identity),
+    # and the fd number is free for the next socket.
+    import socket
+
+    add, remove = getattr(loop, f"add_{kind}"), getattr(loop, f"remove_{kind}")
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    add(a, lambda: None)
+    a.close()
+    assert remove(a) is True
+    with pytest.raises(ValueError):
+        remove(a)  # no longer watched: just an invalid file object
+    c, d = socket.socketpair()
+    fired = []
+
+    def on_readable():
+        fired.append(c.recv(10))
+        loop.stop()
+
+    try:
+        loop.add_reader(c, on_readable)
+        d.send(b"x")
+        loop.call_later(2, loop.stop)
+        loop.run_forever()
+        assert fired == [b"x"]
+        assert loop.remove_reader(c) is True
+    finally:
+        for s in (b, c, d):
+            s.close()
+    with pytest.raises(ValueError):
+        add(a, lambda: None)  # a closed, unwatched socket is still refused

@@ -855,3 +855,72 @@ def test_call_soon_closed_loop_and_debug_flag(loop_factory):
         lp.call_soon(print)
     with pytest.raises(RuntimeError, match="closed"):
         lp.call_soon_threadsafe(print)
+
+
+def test_call_at_keeps_the_deadline_object(loop):
+    # An int deadline stays an int (aiohttp rounds deadlines with ceil()).
+    import math
+
+    when = math.ceil(loop.time() + 100)
+    h = loop.call_at(when, lambda: None)
+    assert h.when() == when and type(h.when()) is int and type(h._when) is int
+    later = loop.call_later(100, lambda: None)
+    assert type(later.when()) is float
+    assert later < h or later > h or later == h  # still comparable
+    h.cancel()
+    later.cancel()
+
+
+def test_patched_loop_time_drives_timers(loop):
+    # mock.patch.object(loop, "time") steers scheduling on the stock loop
+    # (BaseEventLoop asks self.time()); test suites rely on it.
+    from unittest import mock
+
+    async def main():
+        now = loop.time()
+        fired = []
+        with mock.patch.object(loop, "time") as t:
+            t.return_value = now
+            h1 = loop.call_at(now + 3600, fired.append, "call_at")
+            t.return_value = now + 1000
+            h2 = loop.call_later(2600, fired.append, "call_later")
+            assert h2.when() == now + 3600
+            t.return_value = now + 3600  # an hour passes
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        assert fired == ["call_at", "call_later"]
+        # Unpatched again: a far timer does not fire.
+        h3 = loop.call_later(3600, fired.append, "late")
+        await asyncio.sleep(0.01)
+        assert fired == ["call_at", "call_later"]
+        for h in (h1, h2, h3):
+            h.cancel()
+
+    # Not run(): its wait_for timeout would follow the patched clock too.
+    loop.run_until_complete(main())
+
+
+def test_subclass_time_override_drives_timers(loop_factory, loop_kind):
+    # A loop subclass with its own clock: timers follow it.
+    import ferroloop
+
+    base = asyncio.SelectorEventLoop if loop_kind == "asyncio" else ferroloop.Loop
+
+    class FastClock(base):
+        offset = 0.0
+
+        def time(self):
+            return super().time() + self.offset
+
+    lp = FastClock()
+    try:
+        fired = []
+        lp.call_later(3600, fired.append, 1)
+        lp.offset = 3600.0
+        lp.call_soon(lp.stop)
+        lp.run_forever()
+        lp.call_later(0.01, lp.stop)
+        lp.run_forever()
+        assert fired == [1]
+    finally:
+        lp.close()

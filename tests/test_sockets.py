@@ -339,6 +339,44 @@ def test_sock_connect_refused(loop):
     run(loop, main())
 
 
+def test_failed_connect_leaves_no_future_cycle(loop):
+    # The error's traceback holds the frames that raised it; none of them
+    # may keep the future that carries the error (future -> exception ->
+    # frame -> future), or every failed connect waits for the collector.
+    import gc
+
+    tmp = socket.socket()
+    tmp.bind(("127.0.0.1", 0))
+    addr = tmp.getsockname()
+    tmp.close()
+
+    async def main():
+        errors = []
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await loop.sock_connect(s, addr)
+        except OSError as e:
+            errors.append(e)
+        finally:
+            s.close()
+        try:
+            await loop.create_connection(asyncio.Protocol, *addr)
+        except OSError as e:
+            errors.append(e)
+        return errors
+
+    errors = run(loop, main())
+    assert len(errors) == 2
+    gc.disable()
+    try:
+        for exc in errors:
+            holders = [type(r).__name__ for r in gc.get_referrers(exc)]
+            assert not any("Future" in h or "Task" in h for h in holders), holders
+    finally:
+        gc.enable()
+
+
 def test_sock_connect_unix(loop, tmp_path):
     path = str(tmp_path / "sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
