@@ -19,7 +19,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, futures, tasks
+from asyncio import base_events, coroutines, futures, tasks
 from typing import Any, Callable
 
 from . import _compat
@@ -413,49 +413,14 @@ class Loop(
             )
         self._asyncgens.add(agen)
 
-    async def shutdown_asyncgens(self) -> None:
-        """Close every async generator still suspended on this loop."""
-        self._asyncgens_shutdown_called = True
-        if not len(self._asyncgens):
-            return
-        closing = list(self._asyncgens)
-        self._asyncgens.clear()
-        results = await tasks.gather(
-            *[ag.aclose() for ag in closing], return_exceptions=True
-        )
-        for result, agen in zip(results, closing):
-            if isinstance(result, Exception):
-                self.call_exception_handler(
-                    {
-                        "message": f"an error occurred during closing of "
-                        f"asynchronous generator {agen!r}",
-                        "exception": result,
-                        "asyncgen": agen,
-                    }
-                )
-
-    async def shutdown_default_executor(self) -> None:
-        """Wait for the default executor's threads, from a helper thread so
-        the loop keeps running meanwhile."""
-        self._executor_shutdown_called = True
-        if self._default_executor is None:
-            return
-        future = self.create_future()
-        thread = threading.Thread(target=self._do_shutdown, args=(future,))
-        thread.start()
-        try:
-            await future
-        finally:
-            thread.join()
-
-    def _do_shutdown(self, future) -> None:
-        try:
-            self._default_executor.shutdown(wait=True)
-            if not self.is_closed():
-                self.call_soon_threadsafe(future.set_result, None)
-        except Exception as ex:
-            if not self.is_closed():
-                self.call_soon_threadsafe(future.set_exception, ex)
+    # asyncio's own code, so behaviour and names match the running Python's
+    # exactly (warning filters match 'BaseEventLoop.shutdown_asyncgens'; 3.12
+    # adds shutdown_default_executor's timeout). They need only what the loop
+    # keeps where BaseEventLoop keeps it: _asyncgens, _default_executor and
+    # the *_shutdown_called flags.
+    shutdown_asyncgens = base_events.BaseEventLoop.shutdown_asyncgens
+    shutdown_default_executor = base_events.BaseEventLoop.shutdown_default_executor
+    _do_shutdown = base_events.BaseEventLoop._do_shutdown
 
     def _check_default_executor(self) -> None:
         if self._executor_shutdown_called:

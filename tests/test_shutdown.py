@@ -249,3 +249,14 @@ def test_run_in_executor_debug_rejects_coroutine_function(loop):
 
     with pytest.raises(TypeError):
         loop.run_in_executor(None, coro_fn)
+
+
+def test_shutdown_coroutines_carry_asyncio_names(loop):
+    # Warning filters written against the stock loop match these names
+    # (pytest-asyncio ignores ".*BaseEventLoop.shutdown_asyncgens.*").
+    for name in ("shutdown_asyncgens", "shutdown_default_executor"):
+        coro = getattr(loop, name)()
+        try:
+            assert coro.__qualname__ == f"BaseEventLoop.{name}"
+        finally:
+            coro.close()
