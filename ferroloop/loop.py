@@ -26,6 +26,8 @@ from . import _compat
 from ._ferroloop import LoopCore, _fast_methods
 
 _native_is_closed = LoopCore.is_closed
+_object_setattr = object.__setattr__
+_object_delattr = object.__delattr__
 from .datagram import DatagramMethods
 from .dns import ResolverMethods
 from .network import NetworkMethods
@@ -128,6 +130,20 @@ class Loop(
         # BaseEventLoop reads its private _closed.
         if _native_is_closed(self):
             raise RuntimeError("Event loop is closed")
+
+    # A replaced `time` (mock.patch.object(loop, "time"), as aiohttp's tests
+    # do) must steer the native scheduler, as self.time() steers
+    # BaseEventLoop's. Hooked here, in Python, so object.__setattr__ still
+    # works on loops (a C-level hook would make CPython refuse it).
+    def __setattr__(self, name: str, value: Any) -> None:
+        _object_setattr(self, name, value)
+        if name == "time":
+            self._sync_time_source()
+
+    def __delattr__(self, name: str) -> None:
+        _object_delattr(self, name)
+        if name == "time":
+            self._sync_time_source()
 
     @property
     def _closed(self) -> bool:

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PyTuple};
 
 use crate::gil_cell::GilCell;
 use crate::handles::{is_fatal, Handle, HandleContext, RunOutcome, TimerHandle};
@@ -53,6 +53,8 @@ pub struct LoopCore {
     /// loop schedules and fires timers by it then, as BaseEventLoop does.
     time_source: GilCell<Option<PyObject>>,
     time_patched: AtomicBool,
+    /// Debug mode: the handle running now (BaseEventLoop's `_current_handle`).
+    current_handle: GilCell<Option<PyObject>>,
 }
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
@@ -368,12 +370,16 @@ impl LoopCore {
     fn run_debug(slf: &Bound<'_, Self>, handle: &Bound<'_, Handle>) -> PyResult<RunOutcome> {
         let py = slf.py();
         let this = slf.get();
-        slf.setattr("_current_handle", handle)?;
+        let old = this
+            .current_handle
+            .with(py, |c| c.replace(handle.clone().into_any().unbind()));
+        drop(old);
         let t0 = monotonic();
         // Debug mode keeps the callback: the slow-callback log shows it.
         let outcome = handle.get().run(py, true);
         let dt = monotonic() - t0;
-        slf.setattr("_current_handle", py.None())?;
+        let old = this.current_handle.with(py, Option::take);
+        drop(old);
         if dt >= f64::from_bits(this.slow_callback_duration.load(Ordering::Relaxed)) {
             slf.call_method1("_log_slow_callback", (handle, dt))?;
         }
@@ -407,6 +413,7 @@ impl LoopCore {
             turning: AtomicU64::new(0),
             time_source: GilCell::new(None),
             time_patched: AtomicBool::new(false),
+            current_handle: GilCell::new(None),
         })
     }
 
@@ -416,8 +423,8 @@ impl LoopCore {
     }
 
     /// Re-reads what `self.time` is and, unless it is the native clock,
-    /// makes the loop schedule by it. Run at start-up and on every
-    /// assignment or deletion of the `time` attribute.
+    /// makes the loop schedule by it. Run at start-up and by `Loop`'s
+    /// `__setattr__`/`__delattr__` when `time` is assigned or deleted.
     fn _sync_time_source(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let current = slf.getattr(intern!(py, "time"))?;
@@ -434,34 +441,19 @@ impl LoopCore {
         Ok(())
     }
 
-    fn __setattr__(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyString>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        // SAFETY: generic attribute assignment on a live object; -1 = error set.
-        if unsafe { ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), value.as_ptr()) } < 0
-        {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        if name.to_cow()? == "time" {
-            Self::_sync_time_source(slf)?;
-        }
-        Ok(())
+    #[getter]
+    fn _current_handle(&self, py: Python<'_>) -> Option<PyObject> {
+        self.current_handle
+            .with(py, |c| c.as_ref().map(|h| h.clone_ref(py)))
     }
 
-    fn __delattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<()> {
-        // SAFETY: generic attribute deletion (NULL value); -1 = error set.
-        if unsafe {
-            ffi::PyObject_GenericSetAttr(slf.as_ptr(), name.as_ptr(), std::ptr::null_mut())
-        } < 0
-        {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        if name.to_cow()? == "time" {
-            Self::_sync_time_source(slf)?;
-        }
-        Ok(())
+    #[setter(_current_handle)]
+    fn set_current_handle(&self, py: Python<'_>, value: Option<PyObject>) {
+        let value = value.filter(|v| !v.is_none(py));
+        let old = self
+            .current_handle
+            .with(py, |c| std::mem::replace(c, value));
+        drop(old);
     }
 
     #[getter]
@@ -738,9 +730,10 @@ impl LoopCore {
         self.turn_end
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
             .unwrap_or(Ok(()))?;
-        self.time_source
-            .peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
-            .unwrap_or(Ok(()))?;
+        for cell in [&self.time_source, &self.current_handle] {
+            cell.peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
+                .unwrap_or(Ok(()))?;
+        }
         Ok(())
     }
 
@@ -752,8 +745,9 @@ impl LoopCore {
         let watches = self.reactor.take_all(py);
         let signals = self.signals.clear(py);
         let time_source = self.time_source.with(py, Option::take);
+        let current = self.current_handle.with(py, Option::take);
         release_all(py, ready, timers, watches, signals);
-        drop(time_source);
+        drop((time_source, current));
     }
 
     // ---- shutdown ----------------------------------------------------------

@@ -26,6 +26,18 @@ def test_closed_flag_attribute(loop_factory):
     assert lp._closed is True
 
 
+def test_loop_attributes_set_like_any_object(loop):
+    # Plain, object.__setattr__ and deletion all work on a loop instance.
+    loop.custom = 1
+    object.__setattr__(loop, "other", 2)
+    assert (loop.custom, loop.other) == (1, 2)
+    del loop.custom
+    object.__delattr__(loop, "other")
+    assert not hasattr(loop, "custom") and not hasattr(loop, "other")
+    with pytest.raises(AttributeError):
+        del loop.never_set
+
+
 def test_run_forever_until_stop(loop):
     calls = []
 
