@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build ferroloop and run every test: Rust unit tests, the pytest behaviour
-# suite (each test on stock asyncio and on ferroloop), and the conformance
-# run of CPython's own test_asyncio modules against both loops.
+# suite (each test on stock asyncio and on ferroloop), the conformance run of
+# CPython's own test_asyncio modules against both loops, and uvloop's test
+# suite (its asyncio variants) against both loops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -22,3 +23,6 @@ echo "== pytest"
 
 echo "== conformance (CPython's test_asyncio on asyncio and on ferroloop)"
 "$PY" conformance/run.py
+
+echo "== uvloop's test suite, asyncio variants (on asyncio and on ferroloop)"
+"$PY" compat/uvloop_suite.py
