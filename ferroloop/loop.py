@@ -502,11 +502,7 @@ class Loop(
         self._remember_fileobj(fd)
 
     def remove_reader(self, fd) -> bool:
-        self._ensure_fd_no_transport(fd)
-        fileno = self._watched_fd(fd) if not self.is_closed() else fd
-        removed = self._remove_reader(fileno)
-        self._forget_fileobj(fileno)
-        return removed
+        return self._remove_watch(fd, self._remove_reader)
 
     def add_writer(self, fd, callback, *args) -> None:
         self._ensure_fd_no_transport(fd)
@@ -514,9 +510,14 @@ class Loop(
         self._remember_fileobj(fd)
 
     def remove_writer(self, fd) -> bool:
+        return self._remove_watch(fd, self._remove_writer)
+
+    def _remove_watch(self, fd, remove: Callable[[Any], bool]) -> bool:
         self._ensure_fd_no_transport(fd)
-        fileno = self._watched_fd(fd) if not self.is_closed() else fd
-        removed = self._remove_writer(fileno)
+        if self._closed:
+            return remove(fd)  # False, as asyncio answers on a closed loop
+        fileno = self._watched_fd(fd)
+        removed = remove(fileno)
         self._forget_fileobj(fileno)
         return removed
 

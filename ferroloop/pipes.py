@@ -27,7 +27,15 @@ def _set_result_unless_cancelled(fut, result) -> None:
         fut.set_result(result)
 
 
-class ReadPipeTransport(FdWatchMixin, transports.ReadTransport):
+class _PipeFdWatch(FdWatchMixin):
+    """Pipe transports watch the pipe's own fd."""
+
+    @property
+    def _watch_fd(self) -> int:
+        return self._fileno
+
+
+class ReadPipeTransport(_PipeFdWatch, transports.ReadTransport):
     """Read side of a pipe, FIFO, socket, character device or PTY."""
 
     max_size = _MAX_READ
@@ -55,10 +63,6 @@ class ReadPipeTransport(FdWatchMixin, transports.ReadTransport):
         loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
-
-    @property
-    def _watch_fd(self) -> int:
-        return self._fileno
 
     def _start_reading(self) -> None:
         if self.is_reading():
@@ -154,7 +158,7 @@ class ReadPipeTransport(FdWatchMixin, transports.ReadTransport):
             self._loop = None
 
 
-class WritePipeTransport(FdWatchMixin, transports._FlowControlMixin, transports.WriteTransport):
+class WritePipeTransport(_PipeFdWatch, transports._FlowControlMixin, transports.WriteTransport):
     """Write side of a pipe, FIFO, socket, character device or PTY."""
 
     _pipe = None
@@ -192,10 +196,6 @@ class WritePipeTransport(FdWatchMixin, transports._FlowControlMixin, transports.
             loop.call_soon(self._watch_peer_close)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
-
-    @property
-    def _watch_fd(self) -> int:
-        return self._fileno
 
     def _watch_peer_close(self) -> None:
         if self._pipe is not None and not self._closing:

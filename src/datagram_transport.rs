@@ -164,6 +164,21 @@ enum Sent {
     Failed(PyErr),
 }
 
+impl Sent {
+    /// What a `send`/`sendto` return value (and errno) means.
+    fn from_syscall(n: isize) -> Sent {
+        if n >= 0 {
+            return Sent::Done;
+        }
+        match last_errno() {
+            e if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR => {
+                Sent::WouldBlock
+            }
+            e => Sent::Failed(os_error(e)),
+        }
+    }
+}
+
 impl DatagramCore {
     fn owner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let o = self.owner.bind(py).call0()?;
@@ -253,14 +268,7 @@ impl DatagramCore {
                         0,
                     )
                 };
-                if n >= 0 {
-                    return Sent::Done;
-                }
-                let e = last_errno();
-                if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR {
-                    return Sent::WouldBlock;
-                }
-                return Sent::Failed(os_error(e));
+                return Sent::from_syscall(n);
             }
             match self
                 .sock
@@ -289,14 +297,7 @@ impl DatagramCore {
                             len,
                         )
                     };
-                    if n >= 0 {
-                        return Sent::Done;
-                    }
-                    let e = last_errno();
-                    if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR {
-                        return Sent::WouldBlock;
-                    }
-                    return Sent::Failed(os_error(e));
+                    return Sent::from_syscall(n);
                 }
             }
             match self
