@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -55,7 +55,23 @@ pub struct LoopCore {
     time_patched: AtomicBool,
     /// Debug mode: the handle running now (BaseEventLoop's `_current_handle`).
     current_handle: GilCell<Option<PyObject>>,
+    /// Finished one-shot handles nobody else held, emptied and kept for
+    /// the next `call_soon` (`Handle::recycle`): every task step and future
+    /// callback goes through a handle, and reusing one skips an object
+    /// allocation, its GC bookkeeping and its deallocation.
+    spare_handles: GilCell<Vec<Py<Handle>>>,
+    /// The spare list's current limit (see `SPARE_HANDLES_FLOOR`).
+    spare_limit: AtomicUsize,
 }
+
+/// How many emptied handles a loop may keep for reuse. The limit follows
+/// demand: it rises to the size of the largest recent turn (so a burst of
+/// callbacks, such as another thread feeding `call_soon_threadsafe`, reuses
+/// its handles instead of making the allocator map and unmap memory each
+/// turn) and decays by 1/16 per turn back to the floor when turns shrink.
+/// The list never holds more handles than were queued at once.
+const SPARE_HANDLES_FLOOR: usize = 1024;
+const SPARE_HANDLES_CEILING: usize = 1 << 16;
 
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
 fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
@@ -165,6 +181,12 @@ impl LoopCore {
         let ctx = HandleContext::capture(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
         let (func, args) = (callback.clone().unbind(), args.clone().unbind());
+        if !repeats && tb.is_none() {
+            if let Some(h) = self.spare_handles.with(py, Vec::pop) {
+                Handle::reuse(h.bind(py), func, args, ctx);
+                return Ok(h);
+            }
+        }
         let handle = if repeats {
             Handle::new_repeating(func, args, ctx, tb)
         } else {
@@ -322,6 +344,7 @@ impl LoopCore {
         let this = slf.get();
         let mut batch = this.batch.with(py, std::mem::take);
         this.ready.take_all(py, &mut batch);
+        this.resize_spares(py, batch.len());
         let debug = this.is_debug();
         let mut result = Ok(());
         while let Some(handle) = batch.pop_front() {
@@ -349,6 +372,8 @@ impl LoopCore {
             // SAFETY: reading the refcount of a live object.
             if !h.repeats() && unsafe { ffi::Py_REFCNT(handle.as_ptr()) } > 1 {
                 Handle::escape(&handle);
+            } else if err.is_none() {
+                this.keep_spare(py, handle);
             }
             if let Some(err) = err {
                 // Leave what this turn did not reach for the next run, in order.
@@ -364,6 +389,39 @@ impl LoopCore {
         }
         let flushed = crate::stream_transport::flush_turn_end(slf);
         result.and(flushed)
+    }
+
+    /// Adapts the spare list's limit to a turn of `turn_len` handles and
+    /// frees spares beyond it.
+    fn resize_spares(&self, py: Python<'_>, turn_len: usize) {
+        let old = self.spare_limit.load(Ordering::Relaxed);
+        let limit = turn_len
+            .max(old - old / 16)
+            .clamp(SPARE_HANDLES_FLOOR, SPARE_HANDLES_CEILING);
+        self.spare_limit.store(limit, Ordering::Relaxed);
+        let excess = self.spare_handles.with(py, |spare| {
+            (spare.len() > limit).then(|| spare.split_off(limit))
+        });
+        drop(excess);
+    }
+
+    /// Keeps a finished handle for reuse if it can be (else drops it).
+    #[inline]
+    fn keep_spare(&self, py: Python<'_>, handle: Bound<'_, Handle>) {
+        if let Some(ctx) = Handle::recycle(&handle) {
+            let handle = handle.unbind();
+            let limit = self.spare_limit.load(Ordering::Relaxed);
+            let rejected = self.spare_handles.with(py, |spare| {
+                if spare.len() < limit {
+                    spare.push(handle);
+                    None
+                } else {
+                    Some(handle)
+                }
+            });
+            // Dropped after the cell is released: both may run finalizers.
+            drop((ctx, rejected));
+        }
     }
 
     /// Debug mode: remember the current handle and log slow callbacks.
@@ -414,6 +472,8 @@ impl LoopCore {
             time_source: GilCell::new(None),
             time_patched: AtomicBool::new(false),
             current_handle: GilCell::new(None),
+            spare_handles: GilCell::new(Vec::new()),
+            spare_limit: AtomicUsize::new(SPARE_HANDLES_FLOOR),
         })
     }
 
@@ -746,8 +806,9 @@ impl LoopCore {
         let signals = self.signals.clear(py);
         let time_source = self.time_source.with(py, Option::take);
         let current = self.current_handle.with(py, Option::take);
+        let spare = self.spare_handles.with(py, std::mem::take);
         release_all(py, ready, timers, watches, signals);
-        drop((time_source, current));
+        drop((time_source, current, spare));
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -767,6 +828,8 @@ impl LoopCore {
         let watches = this.reactor.take_all(py);
         let flushes = this.turn_end.with(py, std::mem::take);
         let signals = this.signals.clear(py);
+        let spare = this.spare_handles.with(py, std::mem::take);
+        drop(spare);
         this.reactor.close();
         this.self_pipe.close();
         for h in timers.iter() {

@@ -5,6 +5,7 @@
 //! handles) so the ready queue, the timer heap and the reactor all store one
 //! type, `Py<Handle>`, and `TimerHandle` is a thin Python-visible subclass.
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -99,11 +100,29 @@ impl Drop for HandleContext {
     }
 }
 
+/// A handle's context, replaceable only while the loop holds the sole
+/// reference to the handle (see `Handle::recycle`): nothing else can read
+/// it then, so reads through `&Handle` never overlap a write.
+struct ContextSlot(UnsafeCell<Option<HandleContext>>);
+
+// SAFETY: written only by `Handle::recycle`/`reuse`, with the GIL held and
+// the handle unreachable from any other thread or object.
+unsafe impl Sync for ContextSlot {}
+
+impl ContextSlot {
+    #[inline]
+    fn get(&self) -> Option<&HandleContext> {
+        // SAFETY: see the type's comment; no write is in progress.
+        unsafe { (*self.0.get()).as_ref() }
+    }
+}
+
 #[pyclass(module = "ferroloop", subclass, weakref, frozen)]
 pub struct Handle {
     /// Dropped on `cancel()` so a cancelled handle releases what it captured.
     callback: GilCell<Option<Callback>>,
-    context: HandleContext,
+    /// None only while the handle waits in the loop's spare list.
+    context: ContextSlot,
     cancelled: AtomicBool,
     source_traceback: Option<PyObject>,
     /// Deadline on the loop clock; NaN for plain handles.
@@ -136,7 +155,7 @@ impl Handle {
     ) -> Self {
         Handle {
             callback: GilCell::new(Some(Callback { func, args })),
-            context,
+            context: ContextSlot(UnsafeCell::new(Some(context))),
             cancelled: AtomicBool::new(false),
             source_traceback,
             when: f64::NAN,
@@ -211,22 +230,28 @@ impl Handle {
                 })
             }
         });
-        let Some(cb) = cb else {
+        let (Some(cb), Some(context)) = (cb, self.context.get()) else {
             return RunOutcome::Skipped;
         };
         // SAFETY: every pointer is a live, owned object for the whole block and
         // the GIL is held; enter/exit are paired as Context.run pairs them.
         let err = unsafe {
-            let ctx = self.context.obj.as_ptr();
+            let ctx = context.obj.as_ptr();
             if ffi::PyContext_Enter(ctx) < 0 {
                 Some(PyErr::fetch(py))
             } else {
                 let argp = cb.args.as_ptr();
                 let func = cb.func.as_ptr();
+                // The tuple's items are a contiguous array: pass them as the
+                // vectorcall argument vector, with no copy.
                 let res = match ffi::PyTuple_GET_SIZE(argp) {
                     0 => ffi::PyObject_CallNoArgs(func),
-                    1 => ffi::PyObject_CallOneArg(func, ffi::PyTuple_GET_ITEM(argp, 0)),
-                    _ => ffi::PyObject_Call(func, argp, std::ptr::null_mut()),
+                    n => ffi::PyObject_Vectorcall(
+                        func,
+                        (*argp.cast::<ffi::PyTupleObject>()).ob_item.as_ptr(),
+                        n as usize,
+                        std::ptr::null_mut(),
+                    ),
                 };
                 // Exit even when the call failed; keep the call's error.
                 let err = if res.is_null() {
@@ -312,7 +337,9 @@ impl Handle {
                 None => Ok(()),
             })
             .unwrap_or(Ok(()))?;
-        visit.call(&self.context.obj)?;
+        if let Some(ctx) = self.context.get() {
+            visit.call(&ctx.obj)?;
+        }
         if let Some(w) = &self.when_obj {
             visit.call(w)?;
         }
@@ -340,7 +367,9 @@ impl Handle {
     /// Tracks a handle (and its context) that may outlive the loop's hold
     /// on it; see `traverse`.
     pub(crate) fn escape(h: &Bound<'_, Handle>) {
-        h.get().context.expose();
+        if let Some(ctx) = h.get().context.get() {
+            ctx.expose();
+        }
         // SAFETY: the GIL is held; tracking an untracked live GC object.
         unsafe {
             let p = h.as_ptr();
@@ -373,9 +402,79 @@ impl Handle {
         Handle::let_go(h, py);
     }
 
+    fn context_obj(&self, py: Python<'_>) -> PyObject {
+        match self.context.get() {
+            Some(ctx) => ctx.expose().clone_ref(py),
+            None => py.None(),
+        }
+    }
+
+    /// Takes back a plain one-shot handle that has finished (or was
+    /// cancelled) when the loop holds the only reference, so the next
+    /// `call_soon` can reuse the object instead of allocating one. Returns
+    /// the context it ran in, for the caller to drop; None if the handle
+    /// cannot be recycled (it stays as it is then).
+    ///
+    /// A recycled handle holds nothing: no callback, no context, so it
+    /// pins no user object while it waits.
+    pub(crate) fn recycle(h: &Bound<'_, Handle>) -> Option<HandleContext> {
+        let this = h.get();
+        let p = h.as_ptr();
+        // SAFETY: reading the refcount, GC state, type and weakref list of a
+        // live object with the GIL held.
+        let exclusive = unsafe {
+            ffi::Py_REFCNT(p) == 1 && ffi::PyObject_GC_IsTracked(p) == 0 && weaklist_is_empty(p)
+        };
+        if !exclusive
+            || cfg!(Py_GIL_DISABLED)
+            || this.repeats
+            || this.timer_stats.is_some()
+            || this.source_traceback.is_some()
+            || this.when_obj.is_some()
+            || this.callback.peek(Option::is_some) != Some(false)
+        {
+            return None;
+        }
+        // SAFETY: the loop holds the only reference (checked above), with
+        // the GIL, so no reader of the slot exists (see ContextSlot).
+        unsafe { (*this.context.0.get()).take() }
+    }
+
+    /// Re-arms a handle taken by `recycle` with a new callback, as
+    /// `Handle::new` would have built it.
+    pub(crate) fn reuse(
+        h: &Bound<'_, Handle>,
+        func: PyObject,
+        args: Py<PyTuple>,
+        context: HandleContext,
+    ) {
+        let this = h.get();
+        let py = h.py();
+        this.cancelled.store(false, Ordering::Relaxed);
+        let old = this
+            .callback
+            .with(py, |cb| cb.replace(Callback { func, args }));
+        debug_assert!(old.is_none());
+        // SAFETY: the handle came from the loop's spare list, where the loop
+        // holds its only reference; nobody can read the slot meanwhile.
+        unsafe { *this.context.0.get() = Some(context) };
+    }
+
     #[inline]
     pub(crate) fn repeats(&self) -> bool {
         self.repeats
+    }
+}
+
+/// True if no weak reference to `p` exists.
+///
+/// # Safety
+/// `p` is a live object and the GIL is held.
+unsafe fn weaklist_is_empty(p: *mut ffi::PyObject) -> bool {
+    // SAFETY: per the caller; the offset comes from the object's own type.
+    unsafe {
+        let offset = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
+        offset <= 0 || (*(p.cast::<u8>().offset(offset) as *const *mut ffi::PyObject)).is_null()
     }
 }
 
@@ -405,7 +504,7 @@ impl Handle {
     }
 
     fn get_context(&self, py: Python<'_>) -> PyObject {
-        self.context.expose().clone_ref(py)
+        self.context_obj(py)
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
@@ -452,7 +551,7 @@ impl Handle {
 
     #[getter]
     fn _context(&self, py: Python<'_>) -> PyObject {
-        self.context.expose().clone_ref(py)
+        self.context_obj(py)
     }
 
     #[getter]

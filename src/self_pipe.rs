@@ -64,7 +64,9 @@ impl SelfPipe {
 
     /// Wakes the loop if no wake-up is already on its way.
     pub fn wake(&self) {
-        if self.pending.swap(true, Ordering::AcqRel) {
+        // A plain load first: while a wake-up is pending (the common case
+        // for a burst of calls) this keeps the flag's cache line shared.
+        if self.pending.load(Ordering::Acquire) || self.pending.swap(true, Ordering::AcqRel) {
             return;
         }
         let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());

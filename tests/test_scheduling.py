@@ -924,3 +924,102 @@ def test_subclass_time_override_drives_timers(loop_factory, loop_kind):
         assert fired == [1]
     finally:
         lp.close()
+
+
+# ---- handles reused after they ran --------------------------------------------
+# A loop may reuse the object of a finished handle nobody holds (ferroloop
+# does); these pin down that a reused handle is indistinguishable from a new
+# one and that a handle user code still holds is never reused.
+
+
+def _turn(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_held_handle_stays_distinct_after_it_ran(loop):
+    ran = []
+    held = [loop.call_soon(ran.append, i) for i in range(3000)]
+    _turn(loop)
+    # Cancelling a handle that already ran must not touch later callbacks.
+    fresh = [loop.call_soon(ran.append, -i) for i in range(3000)]
+    assert {id(h) for h in held}.isdisjoint(id(h) for h in fresh)
+    for h in held:
+        h.cancel()
+    _turn(loop)
+    assert ran == list(range(3000)) + [-i for i in range(3000)]
+    assert not any(h.cancelled() for h in fresh)
+
+
+def test_weakly_held_handle_is_not_reused(loop):
+    import weakref
+
+    h = loop.call_soon(lambda: None)
+    ref = weakref.ref(h)
+    del h
+    _turn(loop)
+    later = [loop.call_soon(lambda: None) for _ in range(50)]
+    assert ref() is None or all(ref() is not h for h in later)
+    _turn(loop)
+
+
+def test_reused_handles_run_in_their_own_context(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    def cb(tag):
+        seen.append((tag, var.get()))
+        var.set("changed by " + tag)
+
+    for round_ in range(3):
+        # Drop every handle at once so the loop may reuse their objects.
+        for i in range(200):
+            token = var.set(f"r{round_}-{i}")
+            loop.call_soon(cb, f"{round_}-{i}")
+            var.reset(token)
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "given")
+        h = loop.call_soon(cb, f"{round_}-given", context=ctx)
+        assert not h.cancelled()
+        assert h._context is ctx
+        del h
+        _turn(loop)
+    want = []
+    for round_ in range(3):
+        want += [(f"{round_}-{i}", f"r{round_}-{i}") for i in range(200)]
+        want.append((f"{round_}-given", "given"))
+    assert seen == want
+    assert var.get() == "unset"
+
+
+def test_cancelled_unheld_handles_then_new_ones_run(loop):
+    ran = []
+    for i in range(100):
+        loop.call_soon(ran.append, ("cancelled", i)).cancel()
+    _turn(loop)
+    hs = [loop.call_soon(ran.append, i) for i in range(100)]
+    assert not any(h.cancelled() for h in hs)
+    _turn(loop)
+    assert ran == list(range(100))
+
+
+def test_memory_kept_after_a_burst_of_callbacks_is_given_back(loop):
+    # A loop may keep finished handles for reuse while turns are large, but
+    # once turns shrink again that memory must be released.
+    import tracemalloc
+
+    async def main():
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(60_000):
+                loop.call_soon(int)
+            await asyncio.sleep(0)
+            for _ in range(200):
+                await asyncio.sleep(0)
+            return tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+
+    grown = run(loop, main())
+    assert grown < 1024 * 1024, f"{grown} bytes still held after the burst"
