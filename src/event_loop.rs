@@ -181,6 +181,7 @@ impl LoopCore {
         let ctx = HandleContext::capture(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
         let (func, args) = (callback.clone().unbind(), args.clone().unbind());
+        crate::handles::private_args(args.bind(py));
         if !repeats && tb.is_none() {
             if let Some(h) = self.spare_handles.with(py, Vec::pop) {
                 Handle::reuse(h.bind(py), func, args, ctx);
@@ -209,15 +210,10 @@ impl LoopCore {
         let ctx = HandleContext::capture(py, context)?;
         let tb = Self::source_traceback(py, self.is_debug())?;
         let stats = self.timers.with(py, |t| t.stats.clone());
-        let handle = Handle::new_timer(
-            when,
-            callback.clone().unbind(),
-            args.clone().unbind(),
-            ctx,
-            tb,
-            stats,
-        )
-        .with_when_obj(when_obj);
+        let args = args.clone().unbind();
+        crate::handles::private_args(args.bind(py));
+        let handle = Handle::new_timer(when, callback.clone().unbind(), args, ctx, tb, stats)
+            .with_when_obj(when_obj);
         let timer = Bound::new(
             py,
             PyClassInitializer::from(handle).add_subclass(TimerHandle {}),

@@ -26,7 +26,59 @@ pub struct TimerStats {
 
 pub(crate) struct Callback {
     pub func: PyObject,
+    /// Untracked while only the handle can reach it (see `private_args`).
     pub args: Py<PyTuple>,
+}
+
+/// Takes the arguments tuple a scheduling call built for this handle alone
+/// out of the collector's lists, like the context (`HandleContext`): a
+/// queue of pending `call_soon(cb, arg)`s would otherwise be scanned by
+/// every gen-0 collection. The handle's traverse visits the items instead,
+/// and the tuple is tracked again the moment it is handed out
+/// (`exposed_args`). A tuple someone else also holds is left alone.
+pub(crate) fn private_args(args: &Bound<'_, PyTuple>) {
+    let p = args.as_ptr();
+    // SAFETY: GIL held. The caller's reference and the handle's are the only
+    // two, so no one else can see the tuple's GC state change.
+    unsafe {
+        if ffi::PyTuple_GET_SIZE(p) > 0
+            && ffi::Py_REFCNT(p) == 2
+            && ffi::PyObject_GC_IsTracked(p) != 0
+        {
+            ffi::PyObject_GC_UnTrack(p.cast());
+        }
+    }
+}
+
+/// Visits a tuple's items (a private tuple is not traversed on its own).
+fn visit_tuple_items(
+    args: &Py<PyTuple>,
+    visit: &pyo3::PyVisit<'_>,
+) -> Result<(), pyo3::PyTraverseError> {
+    let p = args.as_ptr();
+    // SAFETY: a complete tuple's items are non-NULL owned pointers held for
+    // the whole traversal; `Py<PyAny>` is a transparent non-null object
+    // pointer, so a reference to an item slot is a valid `&Py<PyAny>`.
+    unsafe {
+        let items = (*p.cast::<ffi::PyTupleObject>()).ob_item.as_ptr();
+        for i in 0..ffi::PyTuple_GET_SIZE(p) as usize {
+            visit.call(&*items.add(i).cast::<Py<PyAny>>())?;
+        }
+    }
+    Ok(())
+}
+
+/// The arguments tuple, tracked again first if it was private.
+fn exposed_args(py: Python<'_>, args: &Py<PyTuple>) -> Py<PyTuple> {
+    let p = args.as_ptr();
+    // SAFETY: GIL held; tracking an untracked live tuple (never the empty
+    // singleton, which is never made private).
+    unsafe {
+        if ffi::PyTuple_GET_SIZE(p) > 0 && ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+    args.clone_ref(py)
 }
 
 /// The `contextvars.Context` a handle runs in.
@@ -208,7 +260,7 @@ impl Handle {
     fn callback_parts(&self, py: Python<'_>) -> Option<(PyObject, Py<PyTuple>)> {
         self.callback.with(py, |cb| {
             cb.as_ref()
-                .map(|cb| (cb.func.clone_ref(py), cb.args.clone_ref(py)))
+                .map(|cb| (cb.func.clone_ref(py), exposed_args(py, &cb.args)))
         })
     }
 
@@ -333,7 +385,16 @@ impl Handle {
         // calling it while the cell is borrowed is fine.
         self.callback
             .peek(|cb| match cb {
-                Some(cb) => visit.call(&cb.func).and_then(|()| visit.call(&cb.args)),
+                Some(cb) => {
+                    visit.call(&cb.func)?;
+                    // SAFETY: reading the GC state of a live tuple, GIL held.
+                    if unsafe { ffi::PyObject_GC_IsTracked(cb.args.as_ptr()) } != 0 {
+                        visit.call(&cb.args)
+                    } else {
+                        // Private (see `private_args`): visit what it holds.
+                        visit_tuple_items(&cb.args, visit)
+                    }
+                }
                 None => Ok(()),
             })
             .unwrap_or(Ok(()))?;

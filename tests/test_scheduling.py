@@ -750,6 +750,46 @@ def test_handle_context_cycle_is_collected(loop, how):
     assert ref() is None, "owner -> handle -> context -> owner cycle leaked"
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("how", ["soon", "timer"])
+def test_handle_args_cycle_is_collected(loop, how, debug):
+    # owner -> handle -> args -> owner: the argument tuple must be seen by
+    # the collector (debug mode keeps the callback after it ran).
+    import gc
+    import weakref
+
+    loop.set_debug(debug)
+
+    class Owner:
+        pass
+
+    def make():
+        owner = Owner()
+        if how == "soon":
+            owner.handle = loop.call_soon(lambda o: None, owner)
+        else:
+            owner.handle = loop.call_later(0, lambda o: None, owner)
+        return weakref.ref(owner)
+
+    ref = make()
+    for _ in range(3):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    gc.collect()
+    assert ref() is None, "owner -> handle -> args -> owner cycle leaked"
+    # A handle whose args were handed out is still collected with them.
+    owner = Owner()
+    owner.handle = loop.call_later(3600, lambda o: None, owner)
+    assert owner.handle._args == (owner,)
+    owner.handle.cancel()
+    ref = weakref.ref(owner)
+    del owner
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
 def test_handle_context_cycle_collected_after_close(loop_factory):
     import gc
 
