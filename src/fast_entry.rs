@@ -13,7 +13,7 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pyo3::exceptions::{PySystemError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::panic::PanicException;
@@ -139,9 +139,14 @@ unsafe fn guarded(
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `slf` is the object the function was bound to, alive for the call.
         let lp = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        let lp = lp.downcast::<LoopCore>().map_err(|_| {
-            PySystemError::new_err(format!("{name}() is bound to a non-loop object"))
-        })?;
+        // SAFETY: `_fast_methods` binds these functions to a `LoopCore` (a
+        // builtin's `__self__` cannot be changed), so `slf` is one; checked
+        // in debug builds.
+        debug_assert!(
+            lp.is_instance_of::<LoopCore>(),
+            "{name}() bound to a non-loop"
+        );
+        let lp = unsafe { lp.downcast_unchecked::<LoopCore>() };
         f(lp)
     }));
     match result.unwrap_or_else(|payload| Err(PanicException::new_err(panic_message(&payload)))) {
@@ -197,8 +202,15 @@ unsafe fn parse_and_schedule(
             unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>() };
         let context_name = intern!(py, "context");
         for (i, key) in names.iter().enumerate() {
-            // C Tasks and Futures pass the interned "context": no compare.
-            if key.is(context_name) {
+            // Python callers pass the interned "context" (a pointer compare);
+            // C Tasks and Futures pass their own "context" string, compared
+            // in place without decoding it.
+            // SAFETY: keyword names are str objects.
+            if key.is(context_name)
+                || unsafe {
+                    ffi::PyUnicode_CompareWithASCIIString(key.as_ptr(), c"context".as_ptr())
+                } == 0
+            {
                 context = Some(argv(nargs + i));
                 continue;
             }
