@@ -110,6 +110,10 @@ class Loop(
             native = getattr(LoopCore, name)
             if getattr(cls, name) is native:
                 self.__dict__[name] = fast.get(name) or native.__get__(self, cls)
+        # create_task's native entry runs the common case (no factory, no
+        # debug) and hands every other call to Loop.create_task below.
+        if cls.create_task is Loop.create_task:
+            self.__dict__["create_task"] = fast["create_task"]
 
     def __repr__(self) -> str:
         return (

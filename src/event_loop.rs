@@ -62,6 +62,11 @@ pub struct LoopCore {
     spare_handles: GilCell<Vec<Py<Handle>>>,
     /// The spare list's current limit (see `SPARE_HANDLES_FLOOR`).
     spare_limit: AtomicUsize,
+    /// `asyncio.tasks` (its `Task` is looked up per call, as asyncio does,
+    /// so a patched `tasks.Task` is honoured) and the `("loop",)` keyword
+    /// names, for the native `create_task` (`fast_entry`).
+    pub(crate) tasks_module: PyObject,
+    pub(crate) loop_kwnames: Py<PyTuple>,
 }
 
 /// How many emptied handles a loop may keep for reuse. The limit follows
@@ -125,7 +130,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn check_closed(&self) -> PyResult<()> {
+    pub(crate) fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
             Err(PyRuntimeError::new_err("Event loop is closed"))
         } else {
@@ -134,7 +139,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn is_debug(&self) -> bool {
+    pub(crate) fn is_debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
 
@@ -445,7 +450,11 @@ impl LoopCore {
 impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn py_new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn py_new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
         let reactor = Reactor::new()?;
         let self_pipe = SelfPipe::new()?;
         reactor.watch_internal(self_pipe.read_fd())?;
@@ -470,6 +479,8 @@ impl LoopCore {
             current_handle: GilCell::new(None),
             spare_handles: GilCell::new(Vec::new()),
             spare_limit: AtomicUsize::new(SPARE_HANDLES_FLOOR),
+            tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
+            loop_kwnames: PyTuple::new(py, [intern!(py, "loop")])?.unbind(),
         })
     }
 
@@ -786,6 +797,7 @@ impl LoopCore {
         self.turn_end
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
             .unwrap_or(Ok(()))?;
+        visit.call(&self.tasks_module)?;
         for cell in [&self.time_source, &self.current_handle] {
             cell.peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
                 .unwrap_or(Ok(()))?;

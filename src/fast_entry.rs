@@ -79,6 +79,108 @@ fast_method!(
     LoopCore::call_soon_threadsafe
 );
 
+unsafe extern "C" fn create_task_entry(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls METH_FASTCALL functions with the GIL held and
+    // the arguments laid out as in `enter`.
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        guarded(py, "create_task", slf, |lp| {
+            create_task(py, lp, args, nargs as usize, kwnames)
+        })
+    }
+}
+
+static CREATE_TASK: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"create_task".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: create_task_entry,
+    },
+    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ml_doc: c"create_task($self, coro, *, name=None, context=None)\n--\n\n\
+              Schedule a coroutine object; return a Task."
+        .as_ptr(),
+});
+
+/// `create_task(coro)` as `BaseEventLoop.create_task` does it when no task
+/// factory is set and debug mode is off: `tasks.Task(coro, loop=self,
+/// name=name, context=context)`, minus the Python frame. Everything else
+/// (a factory, debug mode's traceback trimming, unusual arguments) goes to
+/// the Python method, `Loop.create_task`, so there is one implementation
+/// of the rules.
+///
+/// # Safety
+/// The GIL is held; `args` holds `nargs` positional values then one per
+/// entry of `kwnames` (NULL or a tuple of str), all borrowed.
+unsafe fn create_task(
+    py: Python<'_>,
+    lp: &Bound<'_, LoopCore>,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let this = lp.get();
+    // SAFETY: kwnames is NULL or a tuple of str.
+    let names = (!kwnames.is_null()).then(|| unsafe {
+        Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>()
+    });
+    let nkw = names.as_ref().map_or(0, |n| n.len());
+    let plain_keywords = names.as_ref().is_none_or(|n| {
+        n.iter().all(|k| {
+            k.is(intern!(py, "name"))
+                || k.is(intern!(py, "context"))
+                || k.downcast::<PyString>()
+                    .ok()
+                    .and_then(|k| k.to_str().ok().map(|k| k == "name" || k == "context"))
+                    .unwrap_or(false)
+        })
+    });
+    let fast = nargs == 1
+        && plain_keywords
+        && !this.is_debug()
+        && lp.getattr(intern!(py, "_task_factory"))?.is_none();
+    // SAFETY (both branches): `args` holds nargs + nkw borrowed pointers.
+    let argv = unsafe { std::slice::from_raw_parts(args, nargs + nkw) };
+    if !fast {
+        // The Python method, with the loop prepended to the arguments.
+        let method = lp.get_type().getattr(intern!(py, "create_task"))?;
+        let mut full = Vec::with_capacity(argv.len() + 1);
+        full.push(lp.as_ptr());
+        full.extend_from_slice(argv);
+        // SAFETY: `full` holds nargs + 1 positional values then the keywords'.
+        return Ok(unsafe {
+            ffi::PyObject_Vectorcall(method.as_ptr(), full.as_ptr(), nargs + 1, kwnames)
+        });
+    }
+    this.check_closed()?;
+    let task_type = this.tasks_module.bind(py).getattr(intern!(py, "Task"))?;
+    // Task(coro, [name=..., context=...,] loop=self)
+    let mut call_args = Vec::with_capacity(argv.len() + 1);
+    call_args.extend_from_slice(argv);
+    call_args.push(lp.as_ptr());
+    let call_names = match &names {
+        None => this.loop_kwnames.clone_ref(py).into_bound(py),
+        Some(n) => {
+            let mut all: Vec<Bound<'_, PyAny>> = n.iter().collect();
+            all.push(intern!(py, "loop").clone().into_any());
+            PyTuple::new(py, all)?
+        }
+    };
+    // SAFETY: `call_args` holds 1 positional value then one per name.
+    Ok(unsafe {
+        ffi::PyObject_Vectorcall(
+            task_type.as_ptr(),
+            call_args.as_ptr(),
+            1,
+            call_names.as_ptr(),
+        )
+    })
+}
+
 macro_rules! noargs_method {
     ($def:ident, $entry:ident, $name:literal, $doc:literal, $body:expr) => {
         unsafe extern "C" fn $entry(
@@ -273,7 +375,13 @@ fn bind(py: Python<'_>, def: &'static MethodDef, lp: &Bound<'_, LoopCore>) -> Py
 pub fn _fast_methods<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDict>> {
     let py = lp.py();
     let d = PyDict::new(py);
-    for def in [&CALL_SOON, &CALL_SOON_THREADSAFE, &GET_DEBUG, &TIME] {
+    for def in [
+        &CALL_SOON,
+        &CALL_SOON_THREADSAFE,
+        &GET_DEBUG,
+        &TIME,
+        &CREATE_TASK,
+    ] {
         // SAFETY: ml_name points at a static NUL-terminated string.
         let name = unsafe { CStr::from_ptr(def.0.ml_name) }
             .to_str()

@@ -72,6 +72,97 @@ def test_create_task_non_coroutine(loop):
         loop.create_task(lambda: None)
 
 
+def test_create_task_argument_forms(loop):
+    async def coro(v):
+        return v
+
+    # coro by keyword, name and context together, name=None explicitly.
+    ctx = contextvars.copy_context()
+    t1 = loop.create_task(coro=coro(1))
+    t2 = loop.create_task(coro(2), name="both", context=ctx)
+    t3 = loop.create_task(coro(3), name=None, context=None)
+    assert t2.get_name() == "both"
+    assert t3.get_name().startswith("Task-")
+    assert loop.run_until_complete(asyncio.gather(t1, t2, t3)) == [1, 2, 3]
+    refused = [coro(4), coro(5), coro(6)]
+    with pytest.raises(TypeError):
+        loop.create_task(refused[0], bogus=1)
+    with pytest.raises(TypeError):
+        loop.create_task()
+    with pytest.raises(TypeError):
+        loop.create_task(refused[1], refused[2])
+    # The refused calls never wrapped their coroutines: close them.
+    for c in refused:
+        c.close()
+
+
+def test_create_task_on_closed_loop_refused(loop_factory):
+    lp = loop_factory()
+    lp.close()
+
+    async def coro():
+        pass
+
+    c = coro()
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.create_task(c)
+    c.close()
+
+
+def test_create_task_uses_patched_task_class(loop, monkeypatch):
+    from asyncio import tasks
+
+    made = []
+
+    class MyTask(asyncio.Task):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("name"))
+            super().__init__(*args, **kwargs)
+
+    async def coro():
+        return 7
+
+    monkeypatch.setattr(tasks, "Task", MyTask)
+    t = loop.create_task(coro(), name="patched")
+    assert type(t) is MyTask
+    assert made == ["patched"]
+    assert loop.run_until_complete(t) == 7
+
+
+def test_create_task_overridden_in_subclass(loop_factory):
+    lp = loop_factory()
+    calls = []
+    base = type(lp)
+
+    class Sub(base):
+        def create_task(self, coro, **kw):
+            calls.append(kw)
+            return super().create_task(coro, **kw)
+
+    lp.close()
+    sub = Sub()
+    try:
+        async def coro():
+            return "sub"
+
+        assert sub.run_until_complete(sub.create_task(coro(), name="n")) == "sub"
+        assert calls and calls[0] == {"name": "n"}
+    finally:
+        sub.close()
+
+
+def test_create_task_debug_trims_source_traceback(loop):
+    loop.set_debug(True)
+
+    async def coro():
+        pass
+
+    t = loop.create_task(coro())  # this line must be the last frame
+    tb = t._source_traceback
+    assert tb and tb[-1][2] == "test_create_task_debug_trims_source_traceback"
+    loop.run_until_complete(t)
+
+
 def test_task_factory(loop):
     calls = []
 
