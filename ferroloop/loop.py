@@ -111,9 +111,11 @@ class Loop(
             if getattr(cls, name) is native:
                 self.__dict__[name] = fast.get(name) or native.__get__(self, cls)
         # create_task's native entry runs the common case (no factory, no
-        # debug) and hands every other call to Loop.create_task below.
-        if cls.create_task is Loop.create_task:
-            self.__dict__["create_task"] = fast["create_task"]
+        # debug) and hands every other call to Loop.create_task below;
+        # create_future's is Loop.create_future without the Python frame.
+        for name in ("create_task", "create_future"):
+            if getattr(cls, name) is getattr(Loop, name):
+                self.__dict__[name] = fast[name]
 
     def __repr__(self) -> str:
         return (

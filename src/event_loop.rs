@@ -66,6 +66,8 @@ pub struct LoopCore {
     /// so a patched `tasks.Task` is honoured) and the `("loop",)` keyword
     /// names, for the native `create_task` (`fast_entry`).
     pub(crate) tasks_module: PyObject,
+    /// `asyncio.futures`, for the native `create_future` (same reasoning).
+    pub(crate) futures_module: PyObject,
     pub(crate) loop_kwnames: Py<PyTuple>,
 }
 
@@ -480,6 +482,7 @@ impl LoopCore {
             spare_handles: GilCell::new(Vec::new()),
             spare_limit: AtomicUsize::new(SPARE_HANDLES_FLOOR),
             tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
+            futures_module: py.import("asyncio.futures")?.into_any().unbind(),
             loop_kwnames: PyTuple::new(py, [intern!(py, "loop")])?.unbind(),
         })
     }
@@ -798,6 +801,7 @@ impl LoopCore {
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
             .unwrap_or(Ok(()))?;
         visit.call(&self.tasks_module)?;
+        visit.call(&self.futures_module)?;
         for cell in [&self.time_source, &self.current_handle] {
             cell.peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
                 .unwrap_or(Ok(()))?;

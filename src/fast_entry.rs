@@ -187,12 +187,12 @@ macro_rules! noargs_method {
             slf: *mut ffi::PyObject,
             _unused: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
-            let body: fn(Python<'_>, &LoopCore) -> *mut ffi::PyObject = $body;
+            let body: fn(Python<'_>, &Bound<'_, LoopCore>) -> PyResult<*mut ffi::PyObject> = $body;
             // SAFETY: CPython calls METH_NOARGS functions with the GIL held
             // and `slf` alive; the function is only bound to loops.
             unsafe {
                 let py = Python::assume_gil_acquired();
-                guarded(py, $name, slf, |lp| Ok(body(py, lp.get())))
+                guarded(py, $name, slf, |lp| body(py, lp))
             }
         }
 
@@ -214,7 +214,7 @@ noargs_method!(
     "get_debug($self, /)\n--\n\nTrue if the loop runs in debug mode.",
     |_py, lp| {
         // SAFETY: returns a new reference to a bool singleton.
-        unsafe { ffi::PyBool_FromLong(lp.get_debug() as std::ffi::c_long) }
+        Ok(unsafe { ffi::PyBool_FromLong(lp.get().get_debug() as std::ffi::c_long) })
     }
 );
 
@@ -224,7 +224,34 @@ noargs_method!(
     "time",
     "time($self, /)\n--\n\nThe loop clock (monotonic seconds).",
     // SAFETY: returns a new reference or NULL with an exception set.
-    |_py, lp| unsafe { ffi::PyFloat_FromDouble(lp.time()) }
+    |_py, lp| Ok(unsafe { ffi::PyFloat_FromDouble(lp.get().time()) })
+);
+
+noargs_method!(
+    CREATE_FUTURE,
+    create_future_entry,
+    "create_future",
+    "create_future($self, /)\n--\n\nCreate a Future object attached to the loop.",
+    |py, lp| {
+        // `futures.Future(loop=self)`, as BaseEventLoop.create_future; the
+        // class is looked up per call so a patched `futures.Future` counts.
+        let this = lp.get();
+        let future_type = this
+            .futures_module
+            .bind(py)
+            .getattr(intern!(py, "Future"))?;
+        let args = [lp.as_ptr()];
+        // SAFETY: one keyword value (the loop) named by `loop_kwnames`;
+        // returns a new reference or NULL with an exception set.
+        Ok(unsafe {
+            ffi::PyObject_Vectorcall(
+                future_type.as_ptr(),
+                args.as_ptr(),
+                0,
+                this.loop_kwnames.as_ptr(),
+            )
+        })
+    }
 );
 
 /// Runs `f` on the loop `slf` with panics and errors turned into a Python
@@ -381,6 +408,7 @@ pub fn _fast_methods<'py>(lp: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDi
         &GET_DEBUG,
         &TIME,
         &CREATE_TASK,
+        &CREATE_FUTURE,
     ] {
         // SAFETY: ml_name points at a static NUL-terminated string.
         let name = unsafe { CStr::from_ptr(def.0.ml_name) }

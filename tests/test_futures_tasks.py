@@ -163,6 +163,34 @@ def test_create_task_debug_trims_source_traceback(loop):
     loop.run_until_complete(t)
 
 
+def test_create_future_follows_patches_and_overrides(loop, loop_factory, monkeypatch):
+    from asyncio import futures
+
+    fut = loop.create_future()
+    assert type(fut) is asyncio.Future and fut.get_loop() is loop
+
+    class MyFuture(asyncio.Future):
+        pass
+
+    monkeypatch.setattr(futures, "Future", MyFuture)
+    assert type(loop.create_future()) is MyFuture
+    monkeypatch.undo()
+
+    probe = loop_factory()
+    base = type(probe)
+    probe.close()
+
+    class Sub(base):
+        def create_future(self):
+            return MyFuture(loop=self)
+
+    sub = Sub()
+    try:
+        assert type(sub.create_future()) is MyFuture
+    finally:
+        sub.close()
+
+
 def test_task_factory(loop):
     calls = []
 
