@@ -80,6 +80,13 @@ pub struct LoopCore {
 const SPARE_HANDLES_FLOOR: usize = 1024;
 const SPARE_HANDLES_CEILING: usize = 1 << 16;
 
+/// `callable(obj)`, inline: what `PyCallable_Check` tests.
+#[inline]
+fn is_callable(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: reading the type slot of a live object with the GIL held.
+    unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_call.is_some() }
+}
+
 /// `selectors._fileobj_to_fd`: an int, or anything with `fileno()`.
 fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let py = obj.py();
@@ -159,22 +166,29 @@ impl LoopCore {
                 slf.call_method0("_check_thread")?;
             }
             slf.call_method1("_check_callback", (callback, method))?;
-        } else if !callback.is_callable() {
+        } else if !is_callable(callback) {
             slf.call_method1("_check_callback", (callback, method))?;
         }
         Ok(())
     }
 
+    #[inline]
     fn source_traceback(py: Python<'_>, debug: bool) -> PyResult<Option<PyObject>> {
-        if !debug {
-            return Ok(None);
+        if debug {
+            Self::capture_traceback(py).map(Some)
+        } else {
+            Ok(None)
         }
+    }
+
+    /// Debug mode: where a handle was created, as asyncio records it.
+    fn capture_traceback(py: Python<'_>) -> PyResult<PyObject> {
         // No Python frame exists for this native method, so frame 0 is the caller.
         let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
         let tb = py
             .import("asyncio.format_helpers")?
             .call_method1("extract_stack", (frame,))?;
-        Ok(Some(tb.unbind()))
+        Ok(tb.unbind())
     }
 
     fn new_handle(

@@ -367,7 +367,9 @@ unsafe fn parse_and_schedule(
         )));
     };
     let rest = if nargs == 1 {
-        PyTuple::empty(py)
+        // SAFETY: PyTuple_New(0) returns a new reference to the empty tuple
+        // (or NULL with an exception set).
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(0))?.downcast_into_unchecked() }
     } else {
         PyTuple::new(py, (1..nargs).map(argv))?
     };
