@@ -68,6 +68,33 @@ fn would_block(e: i32) -> bool {
 
 /// `OSError(errno, strerror)`: Python picks the subclass from the errno
 /// (ConnectionResetError, BrokenPipeError, ...), exactly as `socket` does.
+/// Why a send from the write buffer failed: an errno from the system
+/// call, or the exception the socket's own `send` raised (`py_io`).
+enum SendError {
+    Errno(i32),
+    Raised(PyErr),
+}
+
+impl SendError {
+    fn would_block(&self) -> bool {
+        matches!(self, SendError::Errno(e) if would_block(*e))
+    }
+
+    fn into_err(self) -> PyErr {
+        match self {
+            SendError::Errno(e) => os_error(e),
+            SendError::Raised(e) => e,
+        }
+    }
+}
+
+/// What asyncio's transports treat as "try again later" when a socket
+/// method raises: BlockingIOError and InterruptedError.
+fn raised_would_block(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
+        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
+}
+
 fn os_error(e: i32) -> PyErr {
     // SAFETY: strerror returns a valid NUL-terminated string.
     let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(e)) }
@@ -104,6 +131,32 @@ struct State {
     writer_on: bool,
 }
 
+impl State {
+    /// Drops `n` sent bytes from the front of the write buffer; the chunks
+    /// fully sent are returned, to be released outside the state cell.
+    fn consume(&mut self, py: Python<'_>, mut n: usize) -> Spent {
+        self.buf_size -= n.min(self.buf_size);
+        let mut spent: Spent = (None, Vec::new());
+        while n > 0 && !self.buf.is_empty() {
+            let len = self.buf[0].bind(py).as_bytes().len() - self.head_off;
+            if n >= len {
+                n -= len;
+                self.head_off = 0;
+                let chunk = self.buf.pop_front();
+                if spent.0.is_none() {
+                    spent.0 = chunk;
+                } else {
+                    spent.1.extend(chunk);
+                }
+            } else {
+                self.head_off += n;
+                n = 0;
+            }
+        }
+        spent
+    }
+}
+
 /// References that can form cycles (protocol <-> wrapper <-> this object):
 /// kept where the garbage collector can see them.
 struct Refs {
@@ -116,6 +169,11 @@ pub struct StreamTransport {
     fd: RawFd,
     /// The loop is ferroloop's (so writes can wait for the end of the turn).
     native_loop: bool,
+    /// The socket's class overrides `recv`/`recv_into`/`send`: asyncio's
+    /// transport does its I/O through those methods, so the overrides run;
+    /// for such a socket every read and write goes through them here too,
+    /// instead of the system calls on its fd.
+    py_io: bool,
     st: GilCell<State>,
     refs: Mutex<Refs>,
 }
@@ -134,6 +192,13 @@ impl StreamTransport {
 
     fn wrapper(&self, py: Python<'_>) -> Option<PyObject> {
         self.refs().wrapper.as_ref().map(|w| w.clone_ref(py))
+    }
+
+    /// The socket object, for `py_io` calls (an OSError once it is gone).
+    fn sock_obj(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.st
+            .with(py, |s| s.sock.as_ref().map(|o| o.clone_ref(py)))
+            .ok_or_else(|| PyOSError::new_err((libc::EBADF, "Bad file descriptor")))
     }
 
     fn lp(&self, py: Python<'_>) -> Option<PyObject> {
@@ -315,24 +380,36 @@ impl StreamTransport {
                 return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
             }
         };
-        // SAFETY: the view is filled by PyObject_GetBuffer and released below;
-        // recv writes at most view.len bytes into it.
-        let n = unsafe {
-            let mut view: ffi::Py_buffer = std::mem::zeroed();
-            if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
-                let e = PyErr::fetch(py);
-                return Self::fatal(slf, e, "Fatal read error on socket transport");
+        let n = if this.py_io {
+            match this.sock_obj(py).and_then(|sock| {
+                sock.bind(py)
+                    .call_method1(intern!(py, "recv_into"), (&buf,))?
+                    .extract()
+            }) {
+                Ok(n) => n,
+                Err(e) if raised_would_block(py, &e) => return Ok(()),
+                Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
             }
-            let n = libc::recv(this.fd, view.buf, view.len as usize, 0);
-            let err = errno();
-            ffi::PyBuffer_Release(&mut view);
-            if n < 0 {
-                if would_block(err) {
-                    return Ok(());
+        } else {
+            // SAFETY: the view is filled by PyObject_GetBuffer and released below;
+            // recv writes at most view.len bytes into it.
+            unsafe {
+                let mut view: ffi::Py_buffer = std::mem::zeroed();
+                if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
+                    let e = PyErr::fetch(py);
+                    return Self::fatal(slf, e, "Fatal read error on socket transport");
                 }
-                return Self::fatal(slf, os_error(err), "Fatal read error on socket transport");
+                let n = libc::recv(this.fd, view.buf, view.len as usize, 0);
+                let err = errno();
+                ffi::PyBuffer_Release(&mut view);
+                if n < 0 {
+                    if would_block(err) {
+                        return Ok(());
+                    }
+                    return Self::fatal(slf, os_error(err), "Fatal read error on socket transport");
+                }
+                n as usize
             }
-            n as usize
         };
         drop(buf);
         if n == 0 {
@@ -391,6 +468,9 @@ impl StreamTransport {
             Self::read_buffered(slf)?;
             return Ok(false);
         }
+        if this.py_io {
+            return Self::read_once_py(slf);
+        }
         let big = this.st.with(py, |s| s.big_reads);
         let data = if big {
             Self::recv_direct(py, this.fd)
@@ -423,6 +503,35 @@ impl StreamTransport {
             }
         };
         let n = data.as_bytes().len();
+        Self::deliver(slf, data.into_any(), n)
+    }
+
+    /// `read_once` for a `py_io` socket: `sock.recv(max_size)`, as asyncio.
+    fn read_once_py(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let read = this.sock_obj(py).and_then(|sock| {
+            let data = sock
+                .bind(py)
+                .call_method1(intern!(py, "recv"), (MAX_READ,))?;
+            let n = data.len()?;
+            Ok((data, n))
+        });
+        match read {
+            Ok((data, n)) => Self::deliver(slf, data, n),
+            Err(e) if raised_would_block(py, &e) => Ok(false),
+            Err(e) => {
+                Self::fatal(slf, e, "Fatal read error on socket transport")?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Hands `n` bytes just read to the protocol (or the end of file when
+    /// `n` is 0); true if the read filled the buffer and reading may go on.
+    fn deliver(slf: &Bound<'_, Self>, data: Bound<'_, PyAny>, n: usize) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
         if n == 0 {
             Self::on_eof(slf)?;
             return Ok(false);
@@ -443,7 +552,7 @@ impl StreamTransport {
 
     /// One writev of the queued chunks: None if nothing to do, the errno,
     /// or the fully written chunks (to drop outside the state cell).
-    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Spent, i32>> {
+    fn writev_buffer(&self, py: Python<'_>) -> Option<Result<Spent, SendError>> {
         self.st.with(py, |s| {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
@@ -475,29 +584,42 @@ impl StreamTransport {
                 }
             };
             if n < 0 {
-                return Some(Err(errno()));
+                return Some(Err(SendError::Errno(errno())));
             }
-            let mut n = n as usize;
-            s.buf_size -= n;
-            // Sent chunks leave the cell here and are released by the caller.
-            let mut spent: Spent = (None, Vec::new());
-            while n > 0 {
-                let len = s.buf[0].bind(py).as_bytes().len() - s.head_off;
-                if n >= len {
-                    n -= len;
-                    s.head_off = 0;
-                    let chunk = s.buf.pop_front();
-                    if spent.0.is_none() {
-                        spent.0 = chunk;
-                    } else {
-                        spent.1.extend(chunk);
-                    }
-                } else {
-                    s.head_off += n;
-                    n = 0;
-                }
+            Some(Ok(s.consume(py, n as usize)))
+        })
+    }
+
+    /// Sends from the write buffer: one vectored system call, or for a
+    /// `py_io` socket one call of its `send` with the head chunk.
+    fn send_buffer(&self, py: Python<'_>) -> Option<Result<Spent, SendError>> {
+        if !self.py_io {
+            return self.writev_buffer(py);
+        }
+        let (head, off, sock) = self.st.with(py, |s| {
+            if s.buf.is_empty() || s.conn_lost != 0 {
+                return None;
             }
-            Some(Ok(spent))
+            Some((
+                s.buf[0].clone_ref(py),
+                s.head_off,
+                s.sock.as_ref().map(|o| o.clone_ref(py)),
+            ))
+        })?;
+        let sock = sock?;
+        let sent = (|| -> PyResult<usize> {
+            let view = pyo3::types::PyMemoryView::from(head.bind(py))?;
+            let len = head.bind(py).as_bytes().len();
+            let rest =
+                view.get_item(pyo3::types::PySlice::new(py, off as isize, len as isize, 1))?;
+            sock.bind(py)
+                .call_method1(intern!(py, "send"), (rest,))?
+                .extract()
+        })();
+        Some(match sent {
+            Ok(n) => Ok(self.st.with(py, |s| s.consume(py, n))),
+            Err(e) if raised_would_block(py, &e) => Err(SendError::Errno(libc::EAGAIN)),
+            Err(e) => Err(SendError::Raised(e)),
         })
     }
 
@@ -511,13 +633,13 @@ impl StreamTransport {
         if !go {
             return Ok(());
         }
-        match this.writev_buffer(py) {
+        match this.send_buffer(py) {
             None => Ok(()),
-            Some(Err(e)) if would_block(e) => {
+            Some(Err(e)) if e.would_block() => {
                 Self::add_writer(slf)?;
                 this.maybe_pause_protocol(py)
             }
-            Some(Err(e)) => Self::write_failed(slf, e),
+            Some(Err(e)) => Self::write_failed(slf, e.into_err()),
             Some(Ok(dropped)) => {
                 drop(dropped);
                 let (empty, closing, eof, waiter) = this.st.with(py, |s| {
@@ -556,12 +678,11 @@ impl StreamTransport {
         }
     }
 
-    fn write_failed(slf: &Bound<'_, Self>, e: i32) -> PyResult<()> {
+    fn write_failed(slf: &Bound<'_, Self>, exc: PyErr) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         this.remove_writer(py)?;
         drop(this.take_buffer(py));
-        let exc = os_error(e);
         let exc_val = exc.clone_ref(py).into_value(py);
         Self::fatal(slf, exc, "Fatal write error on socket transport")?;
         let waiter = this
@@ -586,18 +707,21 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     #[new]
+    #[pyo3(signature = (lp, sock, protocol, wrapper, server, py_io=false))]
     fn new(
         lp: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         protocol: &Bound<'_, PyAny>,
         wrapper: &Bound<'_, PyAny>,
         server: &Bound<'_, PyAny>,
+        py_io: bool,
     ) -> PyResult<Self> {
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
         let buffered = is_buffered(protocol)?;
         Ok(StreamTransport {
             fd,
             native_loop: lp.downcast::<LoopCore>().is_ok(),
+            py_io,
             st: GilCell::new(State {
                 lp: Some(lp.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
@@ -666,7 +790,7 @@ impl StreamTransport {
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let res = this.writev_buffer(py);
+        let res = this.send_buffer(py);
         match res {
             None => {
                 // Nothing to send: never leave a level-triggered watch spinning.
@@ -675,8 +799,8 @@ impl StreamTransport {
                 }
                 Ok(())
             }
-            Some(Err(e)) if would_block(e) => Ok(()),
-            Some(Err(e)) => Self::write_failed(slf, e),
+            Some(Err(e)) if e.would_block() => Ok(()),
+            Some(Err(e)) => Self::write_failed(slf, e.into_err()),
             Some(Ok(dropped)) => {
                 drop(dropped);
                 this.maybe_resume_protocol(py)?;
@@ -768,7 +892,7 @@ impl StreamTransport {
         if !queued {
             // Inside a loop turn: queue, and send everything this turn wrote
             // in one vectored write when the turn's callbacks are done.
-            if let Some(lp) = this.lp(py).filter(|_| this.native_loop) {
+            if let Some(lp) = this.lp(py).filter(|_| this.native_loop && !this.py_io) {
                 {
                     // SAFETY: native_loop records that the loop is a LoopCore.
                     let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
@@ -791,24 +915,42 @@ impl StreamTransport {
                     }
                 }
             }
-            // SAFETY: send reads from a live bytes object.
-            let n = unsafe {
-                libc::send(
-                    this.fd,
-                    raw.as_ptr() as *const libc::c_void,
-                    raw.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n < 0 {
-                let e = errno();
-                if !would_block(e) {
-                    return Self::fatal(slf, os_error(e), "Fatal write error on socket transport");
+            let sent = if this.py_io {
+                match this.sock_obj(py).and_then(|sock| {
+                    sock.bind(py)
+                        .call_method1(intern!(py, "send"), (&bytes,))?
+                        .extract::<usize>()
+                }) {
+                    Ok(n) => Ok(n),
+                    Err(e) if raised_would_block(py, &e) => Err(SendError::Errno(libc::EAGAIN)),
+                    Err(e) => Err(SendError::Raised(e)),
                 }
             } else {
-                off = n as usize;
-                if off == raw.len() {
-                    return Ok(());
+                // SAFETY: send reads from a live bytes object.
+                let n = unsafe {
+                    libc::send(
+                        this.fd,
+                        raw.as_ptr() as *const libc::c_void,
+                        raw.len(),
+                        libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(SendError::Errno(errno()))
+                } else {
+                    Ok(n as usize)
+                }
+            };
+            match sent {
+                Err(e) if e.would_block() => {}
+                Err(e) => {
+                    return Self::fatal(slf, e.into_err(), "Fatal write error on socket transport")
+                }
+                Ok(n) => {
+                    off = n;
+                    if off == raw.len() {
+                        return Ok(());
+                    }
                 }
             }
             Self::add_writer(slf)?;

@@ -1,0 +1,187 @@
+"""A `socket.socket` subclass that overrides `recv`, `recv_into` or `send`
+and is handed to the loop (`sock=`): asyncio's transport does its I/O
+through those methods, so the overrides must run (libraries count or
+filter traffic this way; websockets' suite checks it)."""
+
+import asyncio
+import socket
+
+from conftest import run
+from _certs import client_context, server_context
+from test_streams import Echo
+
+
+class CountingSocket(socket.socket):
+    """Records which I/O methods ran; can fail or stall on demand."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+        self.block_sends = 0  # raise BlockingIOError this many times
+        self.short_sends = False  # send at most 1000 bytes per call
+        self.fail_recv = None  # exception to raise from recv/recv_into
+
+    def recv(self, *args):
+        self.calls.append("recv")
+        if self.fail_recv is not None:
+            raise self.fail_recv
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.calls.append("recv_into")
+        if self.fail_recv is not None:
+            raise self.fail_recv
+        return super().recv_into(*args)
+
+    def send(self, data, *args):
+        self.calls.append("send")
+        if self.block_sends:
+            self.block_sends -= 1
+            raise BlockingIOError
+        if self.short_sends:
+            data = memoryview(data)[:1000]
+        return super().send(data, *args)
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self, loop, want):
+        self.want = want
+        self.data = bytearray()
+        self.done = loop.create_future()
+        self.lost = loop.create_future()
+
+    def data_received(self, data):
+        self.data += data
+        if len(self.data) >= self.want and not self.done.done():
+            self.done.set_result(bytes(self.data))
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class BufferedCollect(asyncio.BufferedProtocol):
+    def __init__(self, loop, want):
+        self.want = want
+        self.buf = bytearray(64)
+        self.data = bytearray()
+        self.done = loop.create_future()
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.data += self.buf[:nbytes]
+        if len(self.data) >= self.want and not self.done.done():
+            self.done.set_result(bytes(self.data))
+
+    def connection_lost(self, exc):
+        pass
+
+
+async def _connected(loop, **server_kw):
+    server = await loop.create_server(Echo, "127.0.0.1", 0, **server_kw)
+    sock = CountingSocket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.connect(server.sockets[0].getsockname())
+    sock.setblocking(False)
+    return server, sock
+
+
+async def _close(server, transport):
+    transport.close()
+    server.close()
+    await server.wait_closed()
+
+
+def test_overridden_recv_and_send_are_used(loop):
+    async def main():
+        server, sock = await _connected(loop)
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, 5), sock=sock)
+        tr.write(b"hello")
+        assert await asyncio.wait_for(proto.done, 5) == b"hello"
+        await _close(server, tr)
+        return set(sock.calls)
+
+    assert run(loop, main()) == {"recv", "send"}
+
+
+def test_overridden_recv_into_is_used_by_buffered_protocol(loop):
+    async def main():
+        server, sock = await _connected(loop)
+        tr, proto = await loop.create_connection(
+            lambda: BufferedCollect(loop, 200), sock=sock)
+        tr.write(b"x" * 200)
+        assert await asyncio.wait_for(proto.done, 5) == b"x" * 200
+        await _close(server, tr)
+        return set(sock.calls)
+
+    assert run(loop, main()) == {"recv_into", "send"}
+
+
+def test_blocking_and_short_sends_through_override_deliver_everything(loop):
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def main():
+        server, sock = await _connected(loop)
+        sock.block_sends = 3
+        sock.short_sends = True
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, len(payload)), sock=sock)
+        tr.write(payload)
+        assert tr.get_write_buffer_size() > 0  # the first send "blocked"
+        got = await asyncio.wait_for(proto.done, 20)
+        await _close(server, tr)
+        return got, sock.calls.count("send")
+
+    got, sends = run(loop, main(), timeout=30)
+    assert got == payload
+    assert sends > len(payload) // 1000  # every chunk went through send()
+
+
+def test_error_raised_by_overridden_recv_ends_the_connection(loop):
+    async def main():
+        server, sock = await _connected(loop)
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, 1), sock=sock)
+        sock.fail_recv = ConnectionResetError("from the override")
+        tr.write(b"ping")  # the echo makes the socket readable
+        exc = await asyncio.wait_for(proto.lost, 5)
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    exc = run(loop, main())
+    assert isinstance(exc, ConnectionResetError)
+    assert str(exc) == "from the override"
+
+
+def test_tls_over_overridden_socket(loop):
+    async def main():
+        server, sock = await _connected(loop, ssl=server_context())
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, 3), sock=sock, ssl=client_context(),
+            server_hostname="localhost")
+        tr.write(b"tls")
+        assert await asyncio.wait_for(proto.done, 5) == b"tls"
+        await _close(server, tr)
+        return set(sock.calls)
+
+    # TLS reads go through a BufferedProtocol (asyncio's SSLProtocol).
+    assert run(loop, main()) == {"recv_into", "send"}
+
+
+def test_plain_socket_subclass_without_overrides(loop):
+    class Plain(socket.socket):
+        pass
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        sock = Plain(socket.AF_INET, socket.SOCK_STREAM)
+        sock.connect(server.sockets[0].getsockname())
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, 4), sock=sock)
+        tr.write(b"data")
+        assert await asyncio.wait_for(proto.done, 5) == b"data"
+        await _close(server, tr)
+
+    run(loop, main())
