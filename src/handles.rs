@@ -527,15 +527,22 @@ impl Handle {
     }
 }
 
-/// True if no weak reference to `p` exists.
+/// True if no weak reference to `p` can exist. A type whose weak list is
+/// not at a plain offset (an interpreter-managed list, as newer CPythons
+/// may use) answers false: such handles are simply never reused.
 ///
 /// # Safety
 /// `p` is a live object and the GIL is held.
 unsafe fn weaklist_is_empty(p: *mut ffi::PyObject) -> bool {
     // SAFETY: per the caller; the offset comes from the object's own type.
     unsafe {
-        let offset = (*ffi::Py_TYPE(p)).tp_weaklistoffset;
-        offset <= 0 || (*(p.cast::<u8>().offset(offset) as *const *mut ffi::PyObject)).is_null()
+        match (*ffi::Py_TYPE(p)).tp_weaklistoffset {
+            0 => true,
+            offset if offset > 0 => {
+                (*(p.cast::<u8>().offset(offset) as *const *mut ffi::PyObject)).is_null()
+            }
+            _ => false,
+        }
     }
 }
 
