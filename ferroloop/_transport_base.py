@@ -3,9 +3,25 @@ a socket, and idempotent reactor registration of the transport's fd."""
 
 from __future__ import annotations
 
+import socket
 from asyncio import trsock
 
 from . import _compat
+
+
+def io_overridden(sock, methods) -> bool:
+    """True if `sock` replaces one of `methods`, the socket methods asyncio's
+    transport does its I/O with (a `socket.socket` subclass that counts or
+    filters traffic): the transport then calls those methods instead of the
+    system calls, so the overrides run as they would on the stock loop."""
+    cls = type(sock)
+    if cls is socket.socket:
+        return False
+    own = getattr(sock, "__dict__", {})
+    return any(
+        name in own or getattr(cls, name, None) is not getattr(socket.socket, name, None)
+        for name in methods
+    )
 
 
 def socket_extra(extra: dict, sock) -> None:

@@ -20,7 +20,7 @@ import weakref
 from asyncio import constants, transports
 
 from . import _compat
-from ._transport_base import FdWatchMixin, report_fatal_error, socket_extra
+from ._transport_base import FdWatchMixin, io_overridden, report_fatal_error, socket_extra
 from ._ferroloop import DatagramCore
 
 # Bytes asked of one recvfrom() (asyncio's max_size).
@@ -75,6 +75,9 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
             address,
             protocol,
             self.max_size,
+            # A socket class that overrides recvfrom/sendto/send: do I/O
+            # through those methods, as asyncio's transport does.
+            io_overridden(sock, ("recvfrom", "sendto", "send")),
         )
         # The hot path: calls on the instance go straight to the native core.
         self.sendto = self._core.sendto

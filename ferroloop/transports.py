@@ -9,13 +9,12 @@ still works as it does on asyncio's transports."""
 
 from __future__ import annotations
 
-import socket
 import warnings
 from asyncio import base_events, constants, futures, transports
 from asyncio.log import logger
 
 from ._ferroloop import StreamTransport as _Core
-from ._transport_base import report_fatal_error, socket_extra
+from ._transport_base import io_overridden, report_fatal_error, socket_extra
 
 _HOT = (
     "write",
@@ -28,23 +27,8 @@ _HOT = (
 )
 
 
-# The socket methods asyncio's selector transport does its I/O with.
+# The socket methods asyncio's stream transport does its I/O with.
 _SOCKET_IO = ("recv", "recv_into", "send")
-
-
-def _io_overridden(sock) -> bool:
-    """True if `sock` replaces one of the I/O methods asyncio's transport
-    calls (a `socket.socket` subclass that counts or filters traffic): the
-    native transport then calls those methods instead of the system calls,
-    so the overrides run as they would on the stock loop."""
-    cls = type(sock)
-    if cls is socket.socket:
-        return False
-    own = getattr(sock, "__dict__", {})
-    return any(
-        name in own or getattr(cls, name, None) is not getattr(socket.socket, name)
-        for name in _SOCKET_IO
-    )
 
 
 class _StreamTransport(transports._FlowControlMixin, transports.Transport):
@@ -60,7 +44,7 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
         transports.BaseTransport.__init__(self, extra)
         socket_extra(self._extra, sock)
         self._sock_fd = sock.fileno()
-        core = _Core(loop, sock, protocol, self, server, _io_overridden(sock))
+        core = _Core(loop, sock, protocol, self, server, io_overridden(sock, _SOCKET_IO))
         self._core = core
         for name in _HOT:
             setattr(self, name, getattr(core, name))

@@ -148,8 +148,12 @@ pub struct DatagramCore {
     owner: PyObject,
     sock: PyObject,
     fd: RawFd,
-    /// recvfrom natively (AF_INET/AF_INET6); other families use sock.recvfrom.
+    /// recvfrom natively (AF_INET/AF_INET6, when the socket's class keeps
+    /// socket's own I/O methods); otherwise through sock.recvfrom.
     native_recv: bool,
+    /// The socket's class overrides recvfrom/sendto/send: every send goes
+    /// through the Python transport's `_sendto`, which calls them.
+    py_io: bool,
     /// The socket is connected (peername set): send() instead of sendto().
     connected: bool,
     /// The remote address the endpoint was created with, if any.
@@ -323,7 +327,7 @@ impl DatagramCore {
 #[pymethods]
 impl DatagramCore {
     #[new]
-    #[pyo3(signature = (owner, sock, fd, family, connected, address, protocol, max_size))]
+    #[pyo3(signature = (owner, sock, fd, family, connected, address, protocol, max_size, py_io=false))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         owner: PyObject,
@@ -334,12 +338,14 @@ impl DatagramCore {
         address: Option<PyObject>,
         protocol: PyObject,
         max_size: usize,
+        py_io: bool,
     ) -> Self {
         DatagramCore {
             owner,
             sock,
             fd,
-            native_recv: family == libc::AF_INET || family == libc::AF_INET6,
+            native_recv: !py_io && (family == libc::AF_INET || family == libc::AF_INET6),
+            py_io,
             connected,
             address,
             max_size: max_size.max(1),
@@ -440,7 +446,7 @@ impl DatagramCore {
         let none = py.None();
         let none = none.bind(py);
         let addr = addr.unwrap_or(none);
-        let plain = self.state.with(py, |s| !s.slow);
+        let plain = !self.py_io && self.state.with(py, |s| !s.slow);
         let len = if let Ok(b) = data.downcast::<PyBytes>() {
             Some(b.as_bytes().len())
         } else {

@@ -1,7 +1,8 @@
-"""A `socket.socket` subclass that overrides `recv`, `recv_into` or `send`
-and is handed to the loop (`sock=`): asyncio's transport does its I/O
-through those methods, so the overrides must run (libraries count or
-filter traffic this way; websockets' suite checks it)."""
+"""A `socket.socket` subclass that overrides its I/O methods (`recv`,
+`recv_into`, `send`; `recvfrom`, `sendto` for datagrams) and is handed to
+the loop (`sock=`): asyncio's transports do their I/O through those methods,
+so the overrides must run (libraries count or filter traffic this way;
+websockets' suite checks it)."""
 
 import asyncio
 import socket
@@ -185,3 +186,47 @@ def test_plain_socket_subclass_without_overrides(loop):
         await _close(server, tr)
 
     run(loop, main())
+
+
+class CountingUDPSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def recvfrom(self, *args):
+        self.calls.append("recvfrom")
+        return super().recvfrom(*args)
+
+    def sendto(self, *args):
+        self.calls.append("sendto")
+        return super().sendto(*args)
+
+
+def test_datagram_endpoint_uses_overridden_recvfrom_and_sendto(loop):
+    class Got(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = loop.create_future()
+
+        def datagram_received(self, data, addr):
+            if not self.got.done():
+                self.got.set_result(data)
+
+    async def main():
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        sock = CountingUDPSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr, proto = await loop.create_datagram_endpoint(Got, sock=sock)
+        tr.sendto(b"out", peer.getsockname())
+        data, addr = await loop.sock_recvfrom(peer, 100)
+        assert data == b"out"
+        peer.sendto(b"in", sock.getsockname())
+        assert await asyncio.wait_for(proto.got, 5) == b"in"
+        tr.close()
+        peer.close()
+        await asyncio.sleep(0)
+        return set(sock.calls)
+
+    assert run(loop, main()) == {"recvfrom", "sendto"}
