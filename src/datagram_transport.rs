@@ -14,12 +14,13 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyBlockingIOError, PyInterruptedError, PyOSError};
+use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::gil_cell::GilCell;
+use crate::os_errors::{last_errno, os_error, raised_would_block, would_block};
 use crate::read_buffer::with_scratch;
 
 struct State {
@@ -59,20 +60,6 @@ fn same_sockaddr(
         )
     };
     pa == pb
-}
-
-/// `OSError(errno, strerror(errno))`: Python maps it to the right subclass
-/// (ConnectionRefusedError...), exactly as the socket module raises it.
-pub(crate) fn os_error(errno: i32) -> PyErr {
-    // SAFETY: strerror returns a valid NUL-terminated string.
-    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(errno)) }
-        .to_string_lossy()
-        .into_owned();
-    PyOSError::new_err((errno, msg))
-}
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The Python address of an IPv4/IPv6 `sockaddr`, as the socket module
@@ -175,9 +162,7 @@ impl Sent {
             return Sent::Done;
         }
         match last_errno() {
-            e if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR => {
-                Sent::WouldBlock
-            }
+            e if would_block(e) => Sent::WouldBlock,
             e => Sent::Failed(os_error(e)),
         }
     }
@@ -316,7 +301,7 @@ impl DatagramCore {
     }
 
     fn classify(py: Python<'_>, e: PyErr) -> Sent {
-        if e.is_instance_of::<PyBlockingIOError>(py) || e.is_instance_of::<PyInterruptedError>(py) {
+        if raised_would_block(py, &e) {
             Sent::WouldBlock
         } else {
             Sent::Failed(e)
@@ -392,7 +377,7 @@ impl DatagramCore {
                         .call_method1(intern!(py, "datagram_received"), (data, addr))?;
                 }
                 Ok(None) => {}
-                Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR => {}
+                Err(e) if would_block(e) => {}
                 Err(e) => {
                     let exc = os_error(e);
                     let proto = self.protocol(py);
@@ -416,9 +401,7 @@ impl DatagramCore {
                     .call_method1(intern!(py, "datagram_received"), (data, addr))?;
             }
             Err(e) => {
-                if e.is_instance_of::<PyBlockingIOError>(py)
-                    || e.is_instance_of::<PyInterruptedError>(py)
-                {
+                if raised_would_block(py, &e) {
                 } else if e.is_instance_of::<PyOSError>(py) {
                     let proto = self.protocol(py);
                     proto

@@ -131,12 +131,8 @@ unsafe fn create_task(
     let nkw = names.as_ref().map_or(0, |n| n.len());
     let plain_keywords = names.as_ref().is_none_or(|n| {
         n.iter().all(|k| {
-            k.is(intern!(py, "name"))
-                || k.is(intern!(py, "context"))
-                || k.downcast::<PyString>()
-                    .ok()
-                    .and_then(|k| k.to_str().ok().map(|k| k == "name" || k == "context"))
-                    .unwrap_or(false)
+            keyword_is(&k, intern!(py, "name"), c"name")
+                || keyword_is(&k, intern!(py, "context"), c"context")
         })
     });
     let fast = nargs == 1
@@ -287,6 +283,16 @@ unsafe fn guarded(
     }
 }
 
+/// True if the keyword name `key` (a str from `kwnames`) is `name`.
+/// Python callers pass interned names, matched by pointer; C callers (C
+/// Tasks and Futures) pass strings of their own, compared in place without
+/// decoding them.
+fn keyword_is(key: &Bound<'_, PyAny>, interned: &Bound<'_, PyString>, name: &CStr) -> bool {
+    // SAFETY: keyword names are str objects; `name` is NUL-terminated ASCII.
+    key.is(interned)
+        || unsafe { ffi::PyUnicode_CompareWithASCIIString(key.as_ptr(), name.as_ptr()) } == 0
+}
+
 /// Parses `(callback, *args, context=None)` and schedules; never unwinds.
 ///
 /// # Safety
@@ -329,17 +335,8 @@ unsafe fn parse_and_schedule(
         // SAFETY: kwnames is a tuple of str when not NULL.
         let names =
             unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>() };
-        let context_name = intern!(py, "context");
         for (i, key) in names.iter().enumerate() {
-            // Python callers pass the interned "context" (a pointer compare);
-            // C Tasks and Futures pass their own "context" string, compared
-            // in place without decoding it.
-            // SAFETY: keyword names are str objects.
-            if key.is(context_name)
-                || unsafe {
-                    ffi::PyUnicode_CompareWithASCIIString(key.as_ptr(), c"context".as_ptr())
-                } == 0
-            {
+            if keyword_is(&key, intern!(py, "context"), c"context") {
                 context = Some(argv(nargs + i));
                 continue;
             }

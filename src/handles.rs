@@ -68,14 +68,28 @@ fn visit_tuple_items(
     Ok(())
 }
 
+/// Puts a GC object this crate took out of the collector's lists (a private
+/// context or arguments tuple, a new handle) back in, if it is not there.
+///
+/// # Safety
+/// The GIL is held and `p` is a live object of a GC type.
+unsafe fn ensure_tracked(p: *mut ffi::PyObject) {
+    // SAFETY: per the caller; tracking an untracked live object is allowed.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
 /// The arguments tuple, tracked again first if it was private.
 fn exposed_args(py: Python<'_>, args: &Py<PyTuple>) -> Py<PyTuple> {
     let p = args.as_ptr();
-    // SAFETY: GIL held; tracking an untracked live tuple (never the empty
-    // singleton, which is never made private).
+    // SAFETY: GIL held; a live tuple (never the empty singleton, which is
+    // static and never made private).
     unsafe {
-        if ffi::PyTuple_GET_SIZE(p) > 0 && ffi::PyObject_GC_IsTracked(p) == 0 {
-            ffi::PyObject_GC_Track(p.cast());
+        if ffi::PyTuple_GET_SIZE(p) > 0 {
+            ensure_tracked(p);
         }
     }
     args.clone_ref(py)
@@ -131,13 +145,8 @@ impl HandleContext {
     fn expose(&self) -> &PyObject {
         if self.private {
             // SAFETY: the GIL is held by every caller (handle methods, the
-            // loop, dealloc); tracking an untracked live object is allowed.
-            unsafe {
-                let p = self.obj.as_ptr();
-                if ffi::PyObject_GC_IsTracked(p) == 0 {
-                    ffi::PyObject_GC_Track(p.cast());
-                }
-            }
+            // loop, dealloc); a live context is a GC object.
+            unsafe { ensure_tracked(self.obj.as_ptr()) };
         }
         &self.obj
     }
@@ -431,13 +440,8 @@ impl Handle {
         if let Some(ctx) = h.get().context.get() {
             ctx.expose();
         }
-        // SAFETY: the GIL is held; tracking an untracked live GC object.
-        unsafe {
-            let p = h.as_ptr();
-            if ffi::PyObject_GC_IsTracked(p) == 0 {
-                ffi::PyObject_GC_Track(p.cast());
-            }
-        }
+        // SAFETY: the GIL is held; a handle is a live GC object.
+        unsafe { ensure_tracked(h.as_ptr()) };
     }
 
     /// Untracks a handle the loop just created (see `traverse`).

@@ -11,6 +11,7 @@ pub mod event_loop;
 pub mod fast_entry;
 pub mod gil_cell;
 pub mod handles;
+pub mod os_errors;
 pub mod pipes;
 pub mod process;
 pub mod reactor;

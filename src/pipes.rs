@@ -17,13 +17,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::datagram_transport::os_error;
 use crate::gil_cell::GilCell;
+use crate::os_errors::{last_errno, os_error, would_block};
 use crate::read_buffer::with_scratch;
-
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 fn upgrade<'py>(py: Python<'py>, owner: &PyObject) -> PyResult<Bound<'py, PyAny>> {
     let o = owner.bind(py).call0()?;
@@ -99,7 +95,7 @@ impl ReadPipeCore {
             Ok(None) => {
                 owner(py)?.call_method0(intern!(py, "_eof"))?;
             }
-            Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR => {}
+            Err(e) if would_block(e) => {}
             Err(e) => {
                 let exc = os_error(e);
                 owner(py)?.call_method1(
@@ -160,7 +156,7 @@ impl WritePipeCore {
             return Ok(());
         }
         let e = last_errno();
-        if e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR {
+        if would_block(e) {
             owner.call_method1(intern!(py, "_write_rest"), (data, 0usize))?;
         } else {
             let exc = os_error(e);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use pyo3::prelude::*;
 
-use crate::datagram_transport::os_error;
+use crate::os_errors::os_error;
 
 fn pidfd_open(pid: libc::pid_t) -> Result<i32, i32> {
     // SAFETY: a plain syscall with integer arguments.

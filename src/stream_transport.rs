@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering;
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
+use crate::os_errors::{last_errno, os_error, raised_would_block, would_block};
 
 /// asyncio's `_SelectorTransport.max_size`: most bytes taken per read.
 const MAX_READ: usize = 256 * 1024;
@@ -58,16 +59,6 @@ fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     protocol.is_instance(cls.bind(py))
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn would_block(e: i32) -> bool {
-    e == libc::EAGAIN || e == libc::EWOULDBLOCK || e == libc::EINTR
-}
-
-/// `OSError(errno, strerror)`: Python picks the subclass from the errno
-/// (ConnectionResetError, BrokenPipeError, ...), exactly as `socket` does.
 /// Why a send from the write buffer failed: an errno from the system
 /// call, or the exception the socket's own `send` raised (`py_io`).
 enum SendError {
@@ -86,21 +77,16 @@ impl SendError {
             SendError::Raised(e) => e,
         }
     }
-}
 
-/// What asyncio's transports treat as "try again later" when a socket
-/// method raises: BlockingIOError and InterruptedError.
-fn raised_would_block(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<pyo3::exceptions::PyBlockingIOError>(py)
-        || e.is_instance_of::<pyo3::exceptions::PyInterruptedError>(py)
-}
-
-fn os_error(e: i32) -> PyErr {
-    // SAFETY: strerror returns a valid NUL-terminated string.
-    let msg = unsafe { std::ffi::CStr::from_ptr(libc::strerror(e)) }
-        .to_string_lossy()
-        .into_owned();
-    PyOSError::new_err((e, msg))
+    /// An exception from the socket's `send`: a would-block one becomes
+    /// EAGAIN, so both kinds of send take the same paths afterwards.
+    fn from_raised(py: Python<'_>, e: PyErr) -> Self {
+        if raised_would_block(py, &e) {
+            SendError::Errno(libc::EAGAIN)
+        } else {
+            SendError::Raised(e)
+        }
+    }
 }
 
 fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
@@ -199,6 +185,17 @@ impl StreamTransport {
         self.st
             .with(py, |s| s.sock.as_ref().map(|o| o.clone_ref(py)))
             .ok_or_else(|| PyOSError::new_err((libc::EBADF, "Bad file descriptor")))
+    }
+
+    /// `sock.send(data)` through the socket object (`py_io`).
+    fn py_send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> Result<usize, SendError> {
+        self.sock_obj(py)
+            .and_then(|sock| {
+                sock.bind(py)
+                    .call_method1(intern!(py, "send"), (data,))?
+                    .extract()
+            })
+            .map_err(|e| SendError::from_raised(py, e))
     }
 
     fn lp(&self, py: Python<'_>) -> Option<PyObject> {
@@ -332,7 +329,7 @@ impl StreamTransport {
     fn shutdown_wr(&self) -> PyResult<()> {
         // SAFETY: plain syscall on our fd.
         if unsafe { libc::shutdown(self.fd, libc::SHUT_WR) } < 0 {
-            return Err(os_error(errno()));
+            return Err(os_error(last_errno()));
         }
         Ok(())
     }
@@ -400,7 +397,7 @@ impl StreamTransport {
                     return Self::fatal(slf, e, "Fatal read error on socket transport");
                 }
                 let n = libc::recv(this.fd, view.buf, view.len as usize, 0);
-                let err = errno();
+                let err = last_errno();
                 ffi::PyBuffer_Release(&mut view);
                 if n < 0 {
                     if would_block(err) {
@@ -444,7 +441,7 @@ impl StreamTransport {
                 0,
             );
             if n < 0 {
-                let e = errno();
+                let e = last_errno();
                 ffi::Py_DECREF(obj);
                 return Err(e);
             }
@@ -479,7 +476,7 @@ impl StreamTransport {
                 // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
                 let n = unsafe { libc::recv(this.fd, scratch.as_mut_ptr().cast(), MAX_READ, 0) };
                 if n < 0 {
-                    Err(errno())
+                    Err(last_errno())
                 } else {
                     // Copying into a new bytes object runs no Python code.
                     Ok(PyBytes::new(py, &scratch[..n as usize]))
@@ -584,7 +581,7 @@ impl StreamTransport {
                 }
             };
             if n < 0 {
-                return Some(Err(SendError::Errno(errno())));
+                return Some(Err(SendError::Errno(last_errno())));
             }
             Some(Ok(s.consume(py, n as usize)))
         })
@@ -596,31 +593,23 @@ impl StreamTransport {
         if !self.py_io {
             return self.writev_buffer(py);
         }
-        let (head, off, sock) = self.st.with(py, |s| {
+        let (head, off) = self.st.with(py, |s| {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
             }
-            Some((
-                s.buf[0].clone_ref(py),
-                s.head_off,
-                s.sock.as_ref().map(|o| o.clone_ref(py)),
-            ))
+            Some((s.buf[0].clone_ref(py), s.head_off))
         })?;
-        let sock = sock?;
-        let sent = (|| -> PyResult<usize> {
-            let view = pyo3::types::PyMemoryView::from(head.bind(py))?;
-            let len = head.bind(py).as_bytes().len();
-            let rest =
-                view.get_item(pyo3::types::PySlice::new(py, off as isize, len as isize, 1))?;
-            sock.bind(py)
-                .call_method1(intern!(py, "send"), (rest,))?
-                .extract()
-        })();
-        Some(match sent {
-            Ok(n) => Ok(self.st.with(py, |s| s.consume(py, n))),
-            Err(e) if raised_would_block(py, &e) => Err(SendError::Errno(libc::EAGAIN)),
+        // What is left of the head chunk, without copying it.
+        let head = head.into_bound(py);
+        let rest = PyMemoryView::from(&head).and_then(|view| {
+            let len = head.as_bytes().len() as isize;
+            view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1))
+        });
+        let sent = match rest {
+            Ok(rest) => self.py_send(py, &rest),
             Err(e) => Err(SendError::Raised(e)),
-        })
+        };
+        Some(sent.map(|n| self.st.with(py, |s| s.consume(py, n))))
     }
 
     /// End-of-turn flush (or early, when a turn's writes pass the high mark).
@@ -916,15 +905,7 @@ impl StreamTransport {
                 }
             }
             let sent = if this.py_io {
-                match this.sock_obj(py).and_then(|sock| {
-                    sock.bind(py)
-                        .call_method1(intern!(py, "send"), (&bytes,))?
-                        .extract::<usize>()
-                }) {
-                    Ok(n) => Ok(n),
-                    Err(e) if raised_would_block(py, &e) => Err(SendError::Errno(libc::EAGAIN)),
-                    Err(e) => Err(SendError::Raised(e)),
-                }
+                this.py_send(py, bytes.as_any())
             } else {
                 // SAFETY: send reads from a live bytes object.
                 let n = unsafe {
@@ -936,7 +917,7 @@ impl StreamTransport {
                     )
                 };
                 if n < 0 {
-                    Err(SendError::Errno(errno()))
+                    Err(SendError::Errno(last_errno()))
                 } else {
                     Ok(n as usize)
                 }
