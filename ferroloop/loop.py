@@ -79,7 +79,6 @@ class Loop(
         # by that object still works after it was closed (fileno() == -1),
         # as a selector finds its key by object identity.
         self._watched_fileobjs: dict[int, Any] = {}
-        self._cache_native_methods()
         self._sync_time_source()  # a subclass may define its own time()
         # fd -> transport, for asyncio's "fd is used by a transport" check.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
@@ -96,26 +95,42 @@ class Loop(
         "get_debug",
     )
 
-    def _cache_native_methods(self) -> None:
-        """Keep bound native methods in the instance dict: an attribute
-        found there is returned as is, where a class-level method would be
-        bound anew (an allocation) on every `loop.call_soon` lookup. A
-        subclass's override is left alone, and assigning or deleting the
-        attribute (as test suites do) still works."""
+    def _bind_hot_methods(self) -> tuple[tuple[str, Any], ...]:
+        """For the length of a run, keep bound native methods in the instance
+        dict: an attribute found there is returned as is, where a class-level
+        method is bound anew (an allocation) on every `loop.call_soon` lookup
+        that C Tasks and Futures make. Only while running, because each one
+        holds the loop: kept longer, they would tie every loop into a
+        reference cycle with itself, and a closed loop would wait for the
+        cyclic collector instead of being freed when dropped, as a stock loop
+        is. A subclass's override and an attribute the user assigned (as test
+        suites do with mock.patch.object) are left alone. Returns what was
+        bound, for `_unbind_hot_methods`."""
         cls = type(self)
+        d = self.__dict__
         # call_soon and call_soon_threadsafe (once per callback) get direct
         # vectorcall entries; same behaviour, less call overhead.
         fast = _fast_methods(self)
+        bound = []
         for name in self._HOT_NATIVE_METHODS:
             native = getattr(LoopCore, name)
-            if getattr(cls, name) is native:
-                self.__dict__[name] = fast.get(name) or native.__get__(self, cls)
+            if name not in d and getattr(cls, name) is native:
+                bound.append((name, fast.get(name) or native.__get__(self, cls)))
         # create_task's native entry runs the common case (no factory, no
         # debug) and hands every other call to Loop.create_task below;
         # create_future's is Loop.create_future without the Python frame.
         for name in ("create_task", "create_future"):
-            if getattr(cls, name) is getattr(Loop, name):
-                self.__dict__[name] = fast[name]
+            if name not in d and getattr(cls, name) is getattr(Loop, name):
+                bound.append((name, fast[name]))
+        d.update(bound)
+        return tuple(bound)
+
+    def _unbind_hot_methods(self, bound: tuple[tuple[str, Any], ...]) -> None:
+        # Entries replaced during the run belong to whoever replaced them.
+        d = self.__dict__
+        for name, method in bound:
+            if d.get(name) is method:
+                del d[name]
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +188,7 @@ class Loop(
         self._check_running()
         self._set_coroutine_origin_tracking(self.get_debug())
         old_agen_hooks = sys.get_asyncgen_hooks()
+        hot = self._bind_hot_methods()
         try:
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(
@@ -197,6 +213,7 @@ class Loop(
             _compat.set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
+            self._unbind_hot_methods(hot)
 
     def run_until_complete(self, future):
         """Run until the future (or coroutine) is done; return its result."""

@@ -48,10 +48,11 @@ pub struct LoopCore {
     /// The thread running turns (`pthread_self`), 0 when none is: only
     /// writes made on that thread wait for the end of the turn.
     pub(crate) turning: AtomicU64,
-    /// What `loop.time` is when it is not the native clock: a test's patch
+    /// Set when `loop.time` is not the native clock: a test's patch
     /// (`mock.patch.object(loop, "time")`) or a subclass's override. The
-    /// loop schedules and fires timers by it then, as BaseEventLoop does.
-    time_source: GilCell<Option<PyObject>>,
+    /// loop then schedules and fires timers by `self.time()`, as
+    /// BaseEventLoop does. Looked up on each use, not kept: a kept bound
+    /// method would tie the loop into a reference cycle with itself.
     time_patched: AtomicBool,
     /// Debug mode: the handle running now (BaseEventLoop's `_current_handle`).
     current_handle: GilCell<Option<PyObject>>,
@@ -125,17 +126,11 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 impl LoopCore {
     /// The loop clock: the native monotonic clock unless `time` was replaced.
     #[inline]
-    fn now(&self, py: Python<'_>) -> PyResult<f64> {
-        if !self.time_patched.load(Ordering::Relaxed) {
+    fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
+        if !slf.get().time_patched.load(Ordering::Relaxed) {
             return Ok(monotonic());
         }
-        match self
-            .time_source
-            .with(py, |t| t.as_ref().map(|t| t.clone_ref(py)))
-        {
-            Some(t) => t.bind(py).call0()?.extract(),
-            None => Ok(monotonic()),
-        }
+        slf.call_method0(intern!(slf.py(), "time"))?.extract()
     }
 
     #[inline]
@@ -262,7 +257,7 @@ impl LoopCore {
         dropped.into_iter().for_each(|h| Handle::let_go(h, py));
         let timeout = match next {
             _ if busy => Some(0.0),
-            Some(when) => Some((when - this.now(py)?).clamp(0.0, MAX_POLL_TIMEOUT)),
+            Some(when) => Some((when - Self::now(slf)?).clamp(0.0, MAX_POLL_TIMEOUT)),
             None => None,
         };
         // A zero-timeout poll with no fd watched and no signal handler can only
@@ -287,7 +282,7 @@ impl LoopCore {
         if this.timers.with(py, |t| t.is_empty()) {
             return Ok(()); // no clock read when nothing is scheduled
         }
-        let end = this.now(py)? + this.clock_resolution;
+        let end = Self::now(slf)? + this.clock_resolution;
         let mut dropped = Vec::new();
         this.timers.with(py, |t| {
             t.pop_due(end, &mut dropped, |h| this.ready.push(py, h))
@@ -490,7 +485,6 @@ impl LoopCore {
             turn_end: GilCell::new(Vec::new()),
             turn_end_spare: GilCell::new(Vec::new()),
             turning: AtomicU64::new(0),
-            time_source: GilCell::new(None),
             time_patched: AtomicBool::new(false),
             current_handle: GilCell::new(None),
             spare_handles: GilCell::new(Vec::new()),
@@ -517,11 +511,7 @@ impl LoopCore {
             ffi::PyCFunction_Check(current.as_ptr()) != 0
                 && ffi::PyCFunction_GetSelf(current.as_ptr()) == slf.as_ptr()
         };
-        let source = (!native).then(|| current.unbind());
-        let this = slf.get();
-        this.time_patched.store(source.is_some(), Ordering::Relaxed);
-        let old = this.time_source.with(py, |t| std::mem::replace(t, source));
-        drop(old);
+        slf.get().time_patched.store(!native, Ordering::Relaxed);
         Ok(())
     }
 
@@ -588,7 +578,7 @@ impl LoopCore {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        let now = slf.get().now(slf.py())?;
+        let now = Self::now(slf)?;
         Self::call_at_impl(slf, now + delay, None, callback, args, context)
     }
 
@@ -816,10 +806,9 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         visit.call(&self.tasks_module)?;
         visit.call(&self.futures_module)?;
-        for cell in [&self.time_source, &self.current_handle] {
-            cell.peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
-                .unwrap_or(Ok(()))?;
-        }
+        self.current_handle
+            .peek(|t| t.as_ref().map_or(Ok(()), |t| visit.call(t)))
+            .unwrap_or(Ok(()))?;
         Ok(())
     }
 
@@ -830,11 +819,10 @@ impl LoopCore {
         let timers = self.timers.with(py, |t| t.clear());
         let watches = self.reactor.take_all(py);
         let signals = self.signals.clear(py);
-        let time_source = self.time_source.with(py, Option::take);
         let current = self.current_handle.with(py, Option::take);
         let spare = self.spare_handles.with(py, std::mem::take);
         release_all(py, ready, timers, watches, signals);
-        drop((time_source, current, spare));
+        drop((current, spare));
     }
 
     // ---- shutdown ----------------------------------------------------------

@@ -2,7 +2,10 @@
 close, is_running/is_closed, running-loop bookkeeping."""
 
 import asyncio
+import contextlib
+import gc
 import threading
+import weakref
 
 import pytest
 
@@ -491,6 +494,91 @@ def test_closed_loop_is_garbage_collected(loop_factory):
     del loop, fut
     gc.collect()
     assert ref() is None
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """Only reference counting frees objects inside the block."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _busy(loop):
+    # The hot paths (call_soon from C Tasks, futures, timers, threadsafe
+    # wake-ups) all run, so whatever they cache on the loop is in place.
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, 1)
+    await fut
+    loop.call_soon_threadsafe(lambda: None)
+    loop.call_later(0, lambda: None)
+    await asyncio.gather(*(asyncio.sleep(0) for _ in range(3)))
+    await loop.create_task(asyncio.sleep(0.001))
+
+
+async def _streams(loop):
+    async def echo(r, w):
+        w.write(await r.read(10))
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+    w.write(b"hi")
+    assert await r.read(10) == b"hi"
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+
+
+async def _executor(loop):
+    assert await loop.run_in_executor(None, sum, [1, 2]) == 3
+    await loop.shutdown_default_executor()
+
+
+async def _signal_handler_left(loop):
+    import signal
+    loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # removed by close()
+
+
+@pytest.mark.parametrize("work", [_busy, _streams, _executor, _signal_handler_left],
+                         ids=["callbacks", "streams", "executor", "signal"])
+def test_closed_loop_is_freed_by_refcounting(loop_factory, work):
+    # As with stock asyncio, a loop that ran and was closed is not part of
+    # a reference cycle: dropping the last reference frees it at once (tornado's
+    # circlerefs test checks exactly this).
+    with _no_cyclic_gc():
+        loop = loop_factory.raw()
+        loop.run_until_complete(work(loop))
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        assert ref() is None
+
+
+def test_methods_bound_while_running_keep_loop_alive(loop_factory):
+    # A method taken from a running loop holds the loop, as a bound method
+    # of a stock loop does, and still works after the run.
+    loop = loop_factory.raw()
+    got = []
+
+    async def grab():
+        return asyncio.get_running_loop().call_soon
+
+    call_soon = loop.run_until_complete(grab())
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is not None
+    call_soon(got.append, 1)
+    ref().call_soon(ref().stop)
+    ref().run_forever()
+    assert got == [1]
+    ref().close()
 
 
 def test_unclosed_loop_with_cycles_is_collected_and_warns(loop_factory):
