@@ -283,3 +283,93 @@ def test_main_module_script_in_sys_path(ferroloop, tmp_path):
     sub.mkdir()
     _, proc = _run_module(tmp_path, script=script, cwd=sub)
     assert proc.returncode == 7, proc.stderr
+
+
+def _plain_and_ferro(cwd, *args):
+    """Runs `python ARGS` and `python -m ferroloop ARGS` in `cwd`."""
+    def run(prefix):
+        return subprocess.run(
+            [sys.executable, *prefix, *args], capture_output=True, text=True,
+            timeout=30, env=subprocess_env(), cwd=str(cwd))
+    return run([]), run(["-m", "ferroloop"])
+
+
+LOOP_AGNOSTIC_SCRIPTS = {
+    "raise": "def f():\n    raise LookupError('uncaught-marker')\nf()\n",
+    "keyboard_interrupt": "raise KeyboardInterrupt\n",
+    "syntax_error": "x = (\n",
+    "exit_message": "import sys\nsys.exit('fatal message')\n",
+    "own_excepthook": (
+        "import sys\n"
+        "def hook(t, v, tb):\n"
+        "    print('own hook', t.__name__, v, file=sys.stderr)\n"
+        "sys.excepthook = hook\n"
+        "raise OSError(5, 'boom')\n"),
+    "atexit_sees_main": (
+        "import atexit, sys\n"
+        "VALUE = 'main-module-kept'\n"
+        "atexit.register(lambda: print(sys.modules['__main__'].VALUE))\n"),
+    "module_globals": (
+        "import sys\n"
+        "print(__file__, sys.argv, __name__, __spec__, __package__,\n"
+        "      type(__loader__).__name__, sys.modules['__main__'].__dict__ is globals(),\n"
+        "      sorted(k for k in globals() if k.startswith('__')))\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOP_AGNOSTIC_SCRIPTS))
+def test_main_module_behaves_as_plain_python(ferroloop, tmp_path, name):
+    # Same stdout, stderr (tracebacks cut to the script's own frames, the
+    # script's own sys.excepthook) and exit status, including the SIGINT
+    # death of an uncaught KeyboardInterrupt (status -2, not 130 or 1).
+    (tmp_path / "script.py").write_text(LOOP_AGNOSTIC_SCRIPTS[name])
+    plain, ferro = _plain_and_ferro(tmp_path, "script.py", "arg")
+    assert (ferro.returncode, ferro.stdout, ferro.stderr) == (
+        plain.returncode, plain.stdout, plain.stderr)
+
+
+def test_main_module_missing_script_reported_as_plain_python(ferroloop, tmp_path):
+    plain, ferro = _plain_and_ferro(tmp_path, "no_such_script.py")
+    assert plain.returncode == 2
+    assert (ferro.returncode, ferro.stderr) == (plain.returncode, plain.stderr)
+
+
+def test_dash_m_behaves_as_plain_python(ferroloop, tmp_path):
+    pkg = tmp_path / "demo_pkg_xyz"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(
+        "import sys\nprint(sys.argv, __name__)\nraise ValueError('from -m')\n")
+    plain = subprocess.run(
+        [sys.executable, "-m", "demo_pkg_xyz", "a"], capture_output=True,
+        text=True, timeout=30, env=subprocess_env(), cwd=str(tmp_path))
+    ferro = subprocess.run(
+        [sys.executable, "-m", "ferroloop", "-m", "demo_pkg_xyz", "a"],
+        capture_output=True, text=True, timeout=30, env=subprocess_env(),
+        cwd=str(tmp_path))
+    assert plain.returncode == 1
+    assert (ferro.returncode, ferro.stdout, ferro.stderr) == (
+        plain.returncode, plain.stdout, plain.stderr)
+    missing_plain = subprocess.run(
+        [sys.executable, "-m", "no_such_module_xyz"], capture_output=True,
+        text=True, timeout=30, env=subprocess_env(), cwd=str(tmp_path))
+    missing_ferro = subprocess.run(
+        [sys.executable, "-m", "ferroloop", "-m", "no_such_module_xyz"],
+        capture_output=True, text=True, timeout=30, env=subprocess_env(),
+        cwd=str(tmp_path))
+    assert (missing_ferro.returncode, missing_ferro.stderr) == (
+        missing_plain.returncode, missing_plain.stderr)
+
+
+def test_main_module_runs_directory_with_main(ferroloop, tmp_path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "__main__.py").write_text(
+        "import asyncio, sys\n"
+        "async def main():\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+        "print(sys.argv, asyncio.run(main()))\nsys.exit(4)\n")
+    plain, ferro = _plain_and_ferro(tmp_path, "app", "x")
+    assert plain.returncode == ferro.returncode == 4
+    assert plain.stdout.split()[:2] == ferro.stdout.split()[:2] == ["['app',", "'x']"]
+    assert "ferroloop" in ferro.stdout and "ferroloop" not in plain.stdout
