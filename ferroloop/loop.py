@@ -188,8 +188,9 @@ class Loop(
         self._check_running()
         self._set_coroutine_origin_tracking(self.get_debug())
         old_agen_hooks = sys.get_asyncgen_hooks()
-        hot = self._bind_hot_methods()
+        hot: tuple[tuple[str, Any], ...] = ()
         try:
+            hot = self._bind_hot_methods()
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,
