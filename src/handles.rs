@@ -305,15 +305,11 @@ impl Handle {
                 let func = cb.func.as_ptr();
                 // The tuple's items are a contiguous array: pass them as the
                 // vectorcall argument vector, with no copy.
-                let res = match ffi::PyTuple_GET_SIZE(argp) {
-                    0 => ffi::PyObject_CallNoArgs(func),
-                    n => ffi::PyObject_Vectorcall(
-                        func,
-                        (*argp.cast::<ffi::PyTupleObject>()).ob_item.as_ptr(),
-                        n as usize,
-                        std::ptr::null_mut(),
-                    ),
-                };
+                let res = crate::detach::call_callback(
+                    func,
+                    (*argp.cast::<ffi::PyTupleObject>()).ob_item.as_ptr(),
+                    ffi::PyTuple_GET_SIZE(argp) as usize,
+                );
                 // Exit even when the call failed; keep the call's error.
                 let err = if res.is_null() {
                     Some(PyErr::fetch(py))

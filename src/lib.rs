@@ -2,11 +2,13 @@
 //!
 //! One module per concept: `handles` (scheduled callbacks), `ready_queue`,
 //! `timers` (heap and clock), `reactor` (epoll), `self_pipe` (wake-ups),
-//! `signals`, and `event_loop` (the turn that ties them together).
+//! `signals`, `detach` (the GIL around waits and callbacks, safe at
+//! interpreter exit), and `event_loop` (the turn that ties them together).
 
 use pyo3::prelude::*;
 
 pub mod datagram_transport;
+pub mod detach;
 pub mod event_loop;
 pub mod fast_entry;
 pub mod gil_cell;

@@ -84,8 +84,9 @@ impl ChildWatch {
         let pid = self.pid;
         loop {
             let mut status: libc::c_int = 0;
-            // SAFETY: waitpid on our own child, non-blocking.
-            let r = py.allow_threads(|| unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) });
+            // SAFETY: waitpid on our own child; WNOHANG, so it never blocks
+            // and the GIL stays held.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if r == 0 {
                 return Ok(None);
             }

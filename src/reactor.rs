@@ -225,7 +225,7 @@ impl Reactor {
         let n = if timeout_ms == 0 {
             wait()
         } else {
-            py.allow_threads(wait)
+            crate::detach::without_gil(py, wait)
         };
         let result = if n < 0 {
             let e = io::Error::last_os_error();

@@ -260,3 +260,48 @@ def test_shutdown_coroutines_carry_asyncio_names(loop):
             assert coro.__qualname__ == f"BaseEventLoop.{name}"
         finally:
             coro.close()
+
+
+DAEMON_LOOP_AT_EXIT = """
+import asyncio, sys, threading, time
+
+async def main(wake):
+    while True:                 # a server-like loop that never stops
+        await wake()
+
+def body(kind, wake):
+    if kind == "ferroloop":
+        import ferroloop
+        asyncio.Runner(loop_factory=ferroloop.new_event_loop).run(main(wake))
+    else:
+        asyncio.run(main(wake))
+
+kinds = {"timer": lambda: asyncio.sleep(0.001),
+         "busy": lambda: asyncio.sleep(0)}
+for _ in range(2):
+    threading.Thread(target=body, args=(sys.argv[1], kinds[sys.argv[2]]),
+                     daemon=True).start()
+time.sleep(0.2)
+print("main thread exits", flush=True)
+"""
+
+
+@pytest.mark.parametrize("wake", ["timer", "busy"])
+def test_daemon_thread_loop_running_at_interpreter_exit(loop_kind, tmp_path, wake):
+    # Daemon threads whose loops keep waking up while the main thread exits:
+    # the interpreter ends them as it finalizes (before 3.14 by pthread_exit
+    # when they retake the GIL). That must not crash the process: it was
+    # "FATAL: exception not rethrown" and SIGABRT on ferroloop, found by
+    # python-socks' suite (uvicorn servers in daemon threads).
+    import subprocess
+
+    from conftest import subprocess_env
+
+    script = tmp_path / "daemon_loop.py"
+    script.write_text(DAEMON_LOOP_AT_EXIT)
+    for _ in range(3):
+        proc = subprocess.run(
+            [sys.executable, str(script), loop_kind, wake], capture_output=True,
+            text=True, timeout=60, env=subprocess_env())
+        assert (proc.returncode, proc.stdout, proc.stderr) == (
+            0, "main thread exits\n", ""), proc
