@@ -372,18 +372,22 @@ impl DatagramCore {
             match self.recv_native(py) {
                 Ok(Some((data, addr))) => {
                     let proto = self.protocol(py);
-                    proto
-                        .bind(py)
-                        .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+                    crate::detach::call_method(
+                        proto.bind(py),
+                        intern!(py, "datagram_received"),
+                        &[data.bind(py), addr.bind(py)],
+                    )?;
                 }
                 Ok(None) => {}
                 Err(e) if would_block(e) => {}
                 Err(e) => {
                     let exc = os_error(e);
                     let proto = self.protocol(py);
-                    proto
-                        .bind(py)
-                        .call_method1(intern!(py, "error_received"), (exc.value(py),))?;
+                    crate::detach::call_method(
+                        proto.bind(py),
+                        intern!(py, "error_received"),
+                        &[exc.value(py).as_any()],
+                    )?;
                 }
             }
             return Ok(());
@@ -396,17 +400,21 @@ impl DatagramCore {
             Ok(res) => {
                 let (data, addr): (PyObject, PyObject) = res.extract()?;
                 let proto = self.protocol(py);
-                proto
-                    .bind(py)
-                    .call_method1(intern!(py, "datagram_received"), (data, addr))?;
+                crate::detach::call_method(
+                    proto.bind(py),
+                    intern!(py, "datagram_received"),
+                    &[data.bind(py), addr.bind(py)],
+                )?;
             }
             Err(e) => {
                 if raised_would_block(py, &e) {
                 } else if e.is_instance_of::<PyOSError>(py) {
                     let proto = self.protocol(py);
-                    proto
-                        .bind(py)
-                        .call_method1(intern!(py, "error_received"), (e.value(py),))?;
+                    crate::detach::call_method(
+                        proto.bind(py),
+                        intern!(py, "error_received"),
+                        &[e.value(py).as_any()],
+                    )?;
                 } else if crate::handles::is_fatal(py, &e) {
                     return Err(e);
                 } else {
@@ -461,9 +469,11 @@ impl DatagramCore {
             Sent::Failed(e) => {
                 if e.is_instance_of::<PyOSError>(py) {
                     let proto = self.protocol(py);
-                    proto
-                        .bind(py)
-                        .call_method1(intern!(py, "error_received"), (e.value(py),))?;
+                    crate::detach::call_method(
+                        proto.bind(py),
+                        intern!(py, "error_received"),
+                        &[e.value(py).as_any()],
+                    )?;
                     Ok(())
                 } else if crate::handles::is_fatal(py, &e) {
                     Err(e)

@@ -10,13 +10,15 @@
 //! aborts the process ("FATAL: exception not rethrown"). Stock asyncio is C,
 //! so there the thread simply ends.
 //!
-//! So the two places where a loop thread hands control to code that may end
-//! it this way — retaking the GIL after its wait, and calling a handle's
-//! callback — declare those C functions as able to unwind and hold a guard
-//! that parks the thread for good if they do. The thread then waits, holding
+//! So the places where a loop thread hands control to code that may end it
+//! this way — retaking the GIL after its wait, calling a handle's callback,
+//! and a transport calling its protocol — declare those C functions as able
+//! to unwind and hold a guard that parks the thread for good if they do. The thread then waits, holding
 //! nothing, until the process exits, which is what Python 3.14 itself does
 //! with such threads.
 
+use pyo3::prelude::*;
+use pyo3::types::PyString;
 use pyo3::{ffi, Python};
 
 extern "C-unwind" {
@@ -85,4 +87,44 @@ pub unsafe fn call_callback(
     };
     std::mem::forget(guard);
     res
+}
+
+extern "C-unwind" {
+    #[link_name = "PyObject_VectorcallMethod"]
+    fn vectorcall_method(
+        name: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: usize,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject;
+}
+
+/// `obj.name(*args)` (at most two arguments) for the calls a transport makes
+/// into its protocol on the loop thread (`data_received`, `connection_lost`,
+/// ...), guarded like `call_callback`.
+pub fn call_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    args: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    assert!(args.len() <= 2, "call_method takes at most two arguments");
+    let mut argv = [std::ptr::null_mut(); 3];
+    argv[0] = obj.as_ptr();
+    for (slot, a) in argv[1..].iter_mut().zip(args) {
+        *slot = a.as_ptr();
+    }
+    let guard = ParkIfUnwound;
+    // SAFETY: the GIL is held (the Bound says so) and `argv` holds borrowed,
+    // live objects for the whole call; returns a new reference or NULL.
+    let res = unsafe {
+        vectorcall_method(
+            name.as_ptr(),
+            argv.as_ptr(),
+            1 + args.len(),
+            std::ptr::null_mut(),
+        )
+    };
+    std::mem::forget(guard);
+    // SAFETY: `res` is a new reference, or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(obj.py(), res) }
 }

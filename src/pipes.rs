@@ -88,9 +88,11 @@ impl ReadPipeCore {
         .map(|r| r.map(|data| (data, self.state.with(py, |s| s.protocol.clone_ref(py)))));
         match res {
             Ok(Some((data, protocol))) => {
-                protocol
-                    .bind(py)
-                    .call_method1(intern!(py, "data_received"), (data,))?;
+                crate::detach::call_method(
+                    protocol.bind(py),
+                    intern!(py, "data_received"),
+                    &[data.bind(py)],
+                )?;
             }
             Ok(None) => {
                 owner(py)?.call_method0(intern!(py, "_eof"))?;

@@ -301,7 +301,9 @@ impl StreamTransport {
         });
         if pause {
             let p = self.protocol(py);
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
+            if let Err(e) =
+                crate::detach::call_method(p.bind(py), intern!(py, "pause_writing"), &[])
+            {
                 self.flow_error(py, "protocol.pause_writing() failed", e)?;
             }
         }
@@ -319,7 +321,9 @@ impl StreamTransport {
         });
         if resume {
             let p = self.protocol(py);
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
+            if let Err(e) =
+                crate::detach::call_method(p.bind(py), intern!(py, "resume_writing"), &[])
+            {
                 self.flow_error(py, "protocol.resume_writing() failed", e)?;
             }
         }
@@ -339,16 +343,15 @@ impl StreamTransport {
         let this = slf.get();
         this.log_debug(py, "%r received EOF")?;
         let p = this.protocol(py);
-        let keep_open = match p
-            .bind(py)
-            .call_method0(intern!(py, "eof_received"))
-            .and_then(|r| r.is_truthy())
-        {
-            Ok(k) => k,
-            Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
-            }
-        };
+        let keep_open =
+            match crate::detach::call_method(p.bind(py), intern!(py, "eof_received"), &[])
+                .and_then(|r| r.is_truthy())
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
+                }
+            };
         if keep_open {
             this.remove_reader(py)
         } else {
@@ -361,17 +364,20 @@ impl StreamTransport {
         let this = slf.get();
         let p = this.protocol(py);
         let p = p.bind(py);
-        let buf = match p
-            .call_method1(intern!(py, "get_buffer"), (-1,))
-            .and_then(|b| {
-                if b.len()? == 0 {
-                    Err(PyRuntimeError::new_err(
-                        "get_buffer() returned an empty buffer",
-                    ))
-                } else {
-                    Ok(b)
-                }
-            }) {
+        let buf = match crate::detach::call_method(
+            p,
+            intern!(py, "get_buffer"),
+            &[&(-1i32).into_pyobject(py)?.into_any()],
+        )
+        .and_then(|b| {
+            if b.len()? == 0 {
+                Err(PyRuntimeError::new_err(
+                    "get_buffer() returned an empty buffer",
+                ))
+            } else {
+                Ok(b)
+            }
+        }) {
             Ok(b) => b,
             Err(e) => {
                 return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
@@ -412,7 +418,11 @@ impl StreamTransport {
         if n == 0 {
             return Self::on_eof(slf);
         }
-        if let Err(e) = p.call_method1(intern!(py, "buffer_updated"), (n,)) {
+        if let Err(e) = crate::detach::call_method(
+            p,
+            intern!(py, "buffer_updated"),
+            &[&n.into_pyobject(py)?.into_any()],
+        ) {
             return Self::fatal(
                 slf,
                 e,
@@ -534,9 +544,8 @@ impl StreamTransport {
             return Ok(false);
         }
         let p = this.protocol(py);
-        if let Err(e) = p
-            .bind(py)
-            .call_method1(intern!(py, "data_received"), (data,))
+        if let Err(e) =
+            crate::detach::call_method(p.bind(py), intern!(py, "data_received"), &[&data])
         {
             Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
             return Ok(false);
@@ -1139,8 +1148,7 @@ impl StreamTransport {
                 Some(e) => e.clone().unbind(),
                 None => py.None(),
             };
-            p.bind(py)
-                .call_method1(intern!(py, "connection_lost"), (exc,))
+            crate::detach::call_method(p.bind(py), intern!(py, "connection_lost"), &[exc.bind(py)])
                 .map(drop)
         } else {
             Ok(())

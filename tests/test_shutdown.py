@@ -265,28 +265,47 @@ def test_shutdown_coroutines_carry_asyncio_names(loop):
 DAEMON_LOOP_AT_EXIT = """
 import asyncio, sys, threading, time
 
-async def main(wake):
-    while True:                 # a server-like loop that never stops
-        await wake()
+def spin():
+    while True:                 # Python code that is running when the
+        pass                    # main thread exits
 
-def body(kind, wake):
+async def timer():
+    while True:                 # a server-like loop that keeps waking up
+        await asyncio.sleep(0.001)
+
+async def callback():
+    await asyncio.sleep(0)
+    spin()                      # inside a task step (a handle's callback)
+
+class Spin(asyncio.Protocol):
+    def connection_made(self, transport):
+        transport.write(b"ping")
+
+    def data_received(self, data):
+        spin()                  # inside a protocol callback of a transport
+
+async def protocol():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Spin, "127.0.0.1", 0)
+    await loop.create_connection(Spin, *server.sockets[0].getsockname())
+    await loop.create_future()
+
+def body(kind, main):
     if kind == "ferroloop":
         import ferroloop
-        asyncio.Runner(loop_factory=ferroloop.new_event_loop).run(main(wake))
+        asyncio.Runner(loop_factory=ferroloop.new_event_loop).run(main())
     else:
-        asyncio.run(main(wake))
+        asyncio.run(main())
 
-kinds = {"timer": lambda: asyncio.sleep(0.001),
-         "busy": lambda: asyncio.sleep(0)}
 for _ in range(2):
-    threading.Thread(target=body, args=(sys.argv[1], kinds[sys.argv[2]]),
+    threading.Thread(target=body, args=(sys.argv[1], globals()[sys.argv[2]]),
                      daemon=True).start()
 time.sleep(0.2)
 print("main thread exits", flush=True)
 """
 
 
-@pytest.mark.parametrize("wake", ["timer", "busy"])
+@pytest.mark.parametrize("wake", ["timer", "callback", "protocol"])
 def test_daemon_thread_loop_running_at_interpreter_exit(loop_kind, tmp_path, wake):
     # Daemon threads whose loops keep waking up while the main thread exits:
     # the interpreter ends them as it finalizes (before 3.14 by pthread_exit
