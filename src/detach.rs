@@ -1,6 +1,6 @@
 //! Loop threads at interpreter exit: releasing and retaking the GIL, and
-//! calling Python callbacks, so that a daemon thread still running a loop
-//! when the main thread exits does not crash the process.
+//! calling Python code, so that a daemon thread still running a loop when
+//! the main thread exits does not crash the process.
 //!
 //! Before Python 3.14, a thread that retakes the GIL once `Py_Finalize` has
 //! begun is ended by `pthread_exit` from inside the C API: when its blocking
@@ -11,30 +11,68 @@
 //! so there the thread simply ends.
 //!
 //! So the places where a loop thread hands control to code that may end it
-//! this way — retaking the GIL after its wait, calling a handle's callback,
-//! and a transport calling its protocol — declare those C functions as able
-//! to unwind and hold a guard that parks the thread for good if they do. The thread then waits, holding
-//! nothing, until the process exits, which is what Python 3.14 itself does
-//! with such threads.
+//! this way (retaking the GIL after its wait, calling a handle's callback,
+//! a transport calling its protocol) call those C functions as able to
+//! unwind, under a guard that parks the thread for good if they do. The
+//! thread then waits, holding nothing, until the process exits, which is
+//! what Python 3.14 itself does with such threads.
+//!
+//! The functions are looked up at run time rather than declared: PyO3
+//! declares the same symbols as unable to unwind, and link-time optimisation
+//! would merge the two declarations and drop the guards' landing pads.
+
+use std::ffi::CStr;
+use std::sync::OnceLock;
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use pyo3::{ffi, Python};
 
-extern "C-unwind" {
-    // The same C functions PyO3 declares, seen as able to unwind, so a
-    // forced unwind out of them runs this module's guards.
-    #[link_name = "PyEval_RestoreThread"]
-    fn restore_thread(tstate: *mut ffi::PyThreadState);
-    #[link_name = "PyObject_Vectorcall"]
-    fn vectorcall(
-        callable: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject;
-    #[link_name = "PyObject_CallNoArgs"]
-    fn call_no_args(callable: *mut ffi::PyObject) -> *mut ffi::PyObject;
+type RestoreThread = unsafe extern "C-unwind" fn(*mut ffi::PyThreadState);
+type CallNoArgs = unsafe extern "C-unwind" fn(*mut ffi::PyObject) -> *mut ffi::PyObject;
+type Vectorcall = unsafe extern "C-unwind" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    usize,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+/// The C API functions this module calls, as able to unwind.
+struct UnwindingCApi {
+    restore_thread: RestoreThread,
+    call_no_args: CallNoArgs,
+    vectorcall: Vectorcall,
+    vectorcall_method: Vectorcall,
+}
+
+fn c_api() -> &'static UnwindingCApi {
+    static API: OnceLock<UnwindingCApi> = OnceLock::new();
+    API.get_or_init(|| {
+        fn lookup(name: &CStr) -> *mut libc::c_void {
+            // SAFETY: dlsym with a NUL-terminated name has no other contract.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            assert!(!p.is_null(), "the Python C API has no {name:?}");
+            p
+        }
+        // SAFETY: each symbol is the C function of that name, whose C
+        // signature the type spells out; only the unwind ABI is ours.
+        unsafe {
+            UnwindingCApi {
+                restore_thread: std::mem::transmute::<*mut libc::c_void, RestoreThread>(lookup(
+                    c"PyEval_RestoreThread",
+                )),
+                call_no_args: std::mem::transmute::<*mut libc::c_void, CallNoArgs>(lookup(
+                    c"PyObject_CallNoArgs",
+                )),
+                vectorcall: std::mem::transmute::<*mut libc::c_void, Vectorcall>(lookup(
+                    c"PyObject_Vectorcall",
+                )),
+                vectorcall_method: std::mem::transmute::<*mut libc::c_void, Vectorcall>(lookup(
+                    c"PyObject_VectorcallMethod",
+                )),
+            }
+        }
+    })
 }
 
 /// Parks the thread for good if dropped, i.e. if what it guards unwound.
@@ -51,18 +89,19 @@ impl Drop for ParkIfUnwound {
 /// Runs `wait` with the GIL released; `wait` must not touch Python objects.
 #[inline]
 pub fn without_gil<T>(_py: Python<'_>, wait: impl FnOnce() -> T) -> T {
-    struct Retake(*mut ffi::PyThreadState);
+    struct Retake(*mut ffi::PyThreadState, RestoreThread);
     impl Drop for Retake {
         fn drop(&mut self) {
             let guard = ParkIfUnwound;
             // SAFETY: the thread state saved below, retaken once.
-            unsafe { restore_thread(self.0) };
+            unsafe { (self.1)(self.0) };
             std::mem::forget(guard);
         }
     }
+    let restore = c_api().restore_thread;
     // SAFETY: the GIL is held (the token says so); `Retake` takes it back
     // when this returns, also if `wait` panics.
-    let _retake = Retake(unsafe { ffi::PyEval_SaveThread() });
+    let _retake = Retake(unsafe { ffi::PyEval_SaveThread() }, restore);
     wait()
 }
 
@@ -76,27 +115,18 @@ pub unsafe fn call_callback(
     args: *const *mut ffi::PyObject,
     n: usize,
 ) -> *mut ffi::PyObject {
+    let api = c_api();
     let guard = ParkIfUnwound;
     // SAFETY: the caller's contract.
     let res = unsafe {
         if n == 0 {
-            call_no_args(callable)
+            (api.call_no_args)(callable)
         } else {
-            vectorcall(callable, args, n, std::ptr::null_mut())
+            (api.vectorcall)(callable, args, n, std::ptr::null_mut())
         }
     };
     std::mem::forget(guard);
     res
-}
-
-extern "C-unwind" {
-    #[link_name = "PyObject_VectorcallMethod"]
-    fn vectorcall_method(
-        name: *mut ffi::PyObject,
-        args: *const *mut ffi::PyObject,
-        nargsf: usize,
-        kwnames: *mut ffi::PyObject,
-    ) -> *mut ffi::PyObject;
 }
 
 /// `obj.name(*args)` (at most two arguments) for the calls a transport makes
@@ -113,11 +143,12 @@ pub fn call_method<'py>(
     for (slot, a) in argv[1..].iter_mut().zip(args) {
         *slot = a.as_ptr();
     }
+    let api = c_api();
     let guard = ParkIfUnwound;
     // SAFETY: the GIL is held (the Bound says so) and `argv` holds borrowed,
     // live objects for the whole call; returns a new reference or NULL.
     let res = unsafe {
-        vectorcall_method(
+        (api.vectorcall_method)(
             name.as_ptr(),
             argv.as_ptr(),
             1 + args.len(),
