@@ -75,15 +75,22 @@ fn c_api() -> &'static UnwindingCApi {
     })
 }
 
-/// Parks the thread for good if dropped, i.e. if what it guards unwound.
-struct ParkIfUnwound;
-
-impl Drop for ParkIfUnwound {
-    fn drop(&mut self) {
-        loop {
-            std::thread::park();
+/// Runs `call` (a call into C that may end the thread by unwinding) and,
+/// if it unwinds, parks the thread for good instead of letting it go on.
+#[inline(always)]
+fn park_if_unwound<R>(call: impl FnOnce() -> R) -> R {
+    struct Park;
+    impl Drop for Park {
+        fn drop(&mut self) {
+            loop {
+                std::thread::park();
+            }
         }
     }
+    let guard = Park;
+    let out = call();
+    std::mem::forget(guard);
+    out
 }
 
 /// Runs `wait` with the GIL released; `wait` must not touch Python objects.
@@ -92,10 +99,8 @@ pub fn without_gil<T>(_py: Python<'_>, wait: impl FnOnce() -> T) -> T {
     struct Retake(*mut ffi::PyThreadState, RestoreThread);
     impl Drop for Retake {
         fn drop(&mut self) {
-            let guard = ParkIfUnwound;
             // SAFETY: the thread state saved below, retaken once.
-            unsafe { (self.1)(self.0) };
-            std::mem::forget(guard);
+            park_if_unwound(|| unsafe { (self.1)(self.0) });
         }
     }
     let restore = c_api().restore_thread;
@@ -116,17 +121,14 @@ pub unsafe fn call_callback(
     n: usize,
 ) -> *mut ffi::PyObject {
     let api = c_api();
-    let guard = ParkIfUnwound;
     // SAFETY: the caller's contract.
-    let res = unsafe {
+    park_if_unwound(|| unsafe {
         if n == 0 {
             (api.call_no_args)(callable)
         } else {
             (api.vectorcall)(callable, args, n, std::ptr::null_mut())
         }
-    };
-    std::mem::forget(guard);
-    res
+    })
 }
 
 /// `obj.name(*args)` (at most two arguments) for the calls a transport makes
@@ -144,18 +146,16 @@ pub fn call_method<'py>(
         *slot = a.as_ptr();
     }
     let api = c_api();
-    let guard = ParkIfUnwound;
     // SAFETY: the GIL is held (the Bound says so) and `argv` holds borrowed,
     // live objects for the whole call; returns a new reference or NULL.
-    let res = unsafe {
+    let res = park_if_unwound(|| unsafe {
         (api.vectorcall_method)(
             name.as_ptr(),
             argv.as_ptr(),
             1 + args.len(),
             std::ptr::null_mut(),
         )
-    };
-    std::mem::forget(guard);
+    });
     // SAFETY: `res` is a new reference, or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(obj.py(), res) }
 }
