@@ -63,6 +63,8 @@ pub struct LoopCore {
     spare_handles: GilCell<Vec<Py<Handle>>>,
     /// The spare list's current limit (see `SPARE_HANDLES_FLOOR`).
     spare_limit: AtomicUsize,
+    /// The last read's `bytes`, if nobody kept it (`SpareBytes`).
+    pub(crate) spare_bytes: crate::read_buffer::SpareBytes,
     /// `asyncio.tasks` (its `Task` is looked up per call, as asyncio does,
     /// so a patched `tasks.Task` is honoured) and the `("loop",)` keyword
     /// names, for the native `create_task` (`fast_entry`).
@@ -488,6 +490,7 @@ impl LoopCore {
             time_patched: AtomicBool::new(false),
             current_handle: GilCell::new(None),
             spare_handles: GilCell::new(Vec::new()),
+            spare_bytes: crate::read_buffer::SpareBytes::new(),
             spare_limit: AtomicUsize::new(SPARE_HANDLES_FLOOR),
             tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
             futures_module: py.import("asyncio.futures")?.into_any().unbind(),
@@ -844,6 +847,7 @@ impl LoopCore {
         let signals = this.signals.clear(py);
         let spare = this.spare_handles.with(py, std::mem::take);
         drop(spare);
+        this.spare_bytes.clear(py);
         this.reactor.close();
         this.self_pipe.close();
         for h in timers.iter() {

@@ -479,6 +479,12 @@ impl StreamTransport {
             return Self::read_once_py(slf);
         }
         let big = this.st.with(py, |s| s.big_reads);
+        // The loop's spare bytes object, for small reads on a ferroloop loop.
+        let lp = this.lp(py).filter(|_| this.native_loop);
+        // SAFETY: native_loop records that the loop is a LoopCore.
+        let core = lp
+            .as_ref()
+            .map(|lp| unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get());
         let data = if big {
             Self::recv_direct(py, this.fd)
         } else {
@@ -486,11 +492,14 @@ impl StreamTransport {
                 // SAFETY: recv writes at most MAX_READ bytes into the scratch buffer.
                 let n = unsafe { libc::recv(this.fd, scratch.as_mut_ptr().cast(), MAX_READ, 0) };
                 if n < 0 {
-                    Err(last_errno())
-                } else {
-                    // Copying into a new bytes object runs no Python code.
-                    Ok(PyBytes::new(py, &scratch[..n as usize]))
+                    return Err(last_errno());
                 }
+                // Copying into a bytes object runs no Python code.
+                let got = &scratch[..n as usize];
+                Ok(match core {
+                    Some(core) => core.spare_bytes.bytes_from(py, got),
+                    None => PyBytes::new(py, got),
+                })
             })
         };
         if let Ok(d) = &data {
@@ -510,7 +519,11 @@ impl StreamTransport {
             }
         };
         let n = data.as_bytes().len();
-        Self::deliver(slf, data.into_any(), n)
+        let more = Self::deliver(slf, data.as_any(), n)?;
+        if let Some(core) = core.filter(|_| !big) {
+            core.spare_bytes.offer(py, &data);
+        }
+        Ok(more)
     }
 
     /// `read_once` for a `py_io` socket: `sock.recv(max_size)`, as asyncio.
@@ -525,7 +538,7 @@ impl StreamTransport {
             Ok((data, n))
         });
         match read {
-            Ok((data, n)) => Self::deliver(slf, data, n),
+            Ok((data, n)) => Self::deliver(slf, &data, n),
             Err(e) if raised_would_block(py, &e) => Ok(false),
             Err(e) => {
                 Self::fatal(slf, e, "Fatal read error on socket transport")?;
@@ -536,7 +549,7 @@ impl StreamTransport {
 
     /// Hands `n` bytes just read to the protocol (or the end of file when
     /// `n` is 0); true if the read filled the buffer and reading may go on.
-    fn deliver(slf: &Bound<'_, Self>, data: Bound<'_, PyAny>, n: usize) -> PyResult<bool> {
+    fn deliver(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, n: usize) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         if n == 0 {
@@ -545,7 +558,7 @@ impl StreamTransport {
         }
         let p = this.protocol(py);
         if let Err(e) =
-            crate::detach::call_method(p.bind(py), intern!(py, "data_received"), &[&data])
+            crate::detach::call_method(p.bind(py), intern!(py, "data_received"), &[data])
         {
             Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
             return Ok(false);
@@ -621,6 +634,18 @@ impl StreamTransport {
         Some(sent.map(|n| self.st.with(py, |s| s.consume(py, n))))
     }
 
+    /// Offers chunks sent in full to the loop's spare `bytes` (an echoed
+    /// read is then reused by the next read), dropping the rest.
+    fn recycle(&self, py: Python<'_>, (head, rest): Spent) {
+        if let Some(lp) = self.lp(py).filter(|_| self.native_loop) {
+            // SAFETY: native_loop records that the loop is a LoopCore.
+            let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
+            for chunk in head.into_iter().chain(rest) {
+                core.spare_bytes.offer(py, &chunk.into_bound(py));
+            }
+        }
+    }
+
     /// End-of-turn flush (or early, when a turn's writes pass the high mark).
     pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
@@ -638,8 +663,8 @@ impl StreamTransport {
                 this.maybe_pause_protocol(py)
             }
             Some(Err(e)) => Self::write_failed(slf, e.into_err()),
-            Some(Ok(dropped)) => {
-                drop(dropped);
+            Some(Ok(sent)) => {
+                this.recycle(py, sent);
                 let (empty, closing, eof, waiter) = this.st.with(py, |s| {
                     let empty = s.buf.is_empty();
                     if empty && s.closing {
@@ -799,8 +824,8 @@ impl StreamTransport {
             }
             Some(Err(e)) if e.would_block() => Ok(()),
             Some(Err(e)) => Self::write_failed(slf, e.into_err()),
-            Some(Ok(dropped)) => {
-                drop(dropped);
+            Some(Ok(sent)) => {
+                this.recycle(py, sent);
                 this.maybe_resume_protocol(py)?;
                 let (empty, closing, eof, waiter) = this.st.with(py, |s| {
                     (

@@ -517,3 +517,90 @@ def test_write_from_another_thread_is_sent(loop):
         await proto.lost
         b.close()
     run(loop, main())
+
+
+class _Checker(asyncio.Protocol):
+    """Receives messages of repeating sizes and checks each bytes object
+    handed over: contents and hash right, and those it keeps (or keeps a
+    view of) never change afterwards."""
+
+    SIZES = (1024, 3000, 700)
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.kept = []     # (bytes object handed over, a private copy)
+        self.views = []    # (memoryview of one, a private copy)
+        self.reads = 0
+        self.got = bytearray()
+        self.want = None
+
+    @staticmethod
+    def message(n):
+        size = _Checker.SIZES[n % len(_Checker.SIZES)]
+        return (n.to_bytes(4, "big") * (size // 4 + 1))[:size]
+
+    def expect(self, n):
+        self.got = bytearray()
+        self.want = (self.message(n), self.loop.create_future())
+        return self.want[1]
+
+    def data_received(self, data):
+        copy = bytes(memoryview(data))     # a new object with its own hash
+        assert hash(data) == hash(copy) and data == copy
+        self.reads += 1
+        if self.reads % 3 == 0:
+            self.kept.append((data, copy))
+        elif self.reads % 3 == 1:
+            self.views.append((memoryview(data), copy))
+        self.got += data
+        want, fut = self.want
+        if len(self.got) >= len(want):
+            assert bytes(self.got) == want
+            fut.set_result(None)
+
+    def check_kept(self):
+        assert self.kept and self.views
+        for data, copy in self.kept:
+            assert data == copy and hash(data) == hash(copy)
+        for view, copy in self.views:
+            assert view.tobytes() == copy
+            view.release()
+
+
+def test_received_bytes_kept_by_the_protocol_never_change(loop):
+    """Reads of repeated sizes: bytes (or views of them) a protocol keeps
+    stay as they were. (ferroloop refills a finished read's bytes object
+    for a later read of the same size, but only once nothing else refers
+    to it.)"""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        tr, pr = await loop.create_connection(lambda: _Checker(loop), sock=a)
+        for n in range(120):
+            done = pr.expect(n)
+            await loop.sock_sendall(b, _Checker.message(n))
+            await done
+        pr.check_kept()
+        tr.close()
+        b.close()
+    run(loop, main())
+
+
+def test_received_bytes_through_an_echo_have_right_contents_and_hash(loop):
+    """The echo server's reads go back out and are then released, so they
+    are the ones refilled for later reads: contents and hash stay right."""
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, pr = await loop.create_connection(
+            lambda: _Checker(loop), "127.0.0.1", port)
+        for n in range(300):
+            done = pr.expect(n)
+            tr.write(_Checker.message(n))
+            await done
+        pr.check_kept()
+        tr.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
