@@ -5,7 +5,6 @@
 //! poller, like mio's, would go silent after one partial read). The GIL is
 //! released only for a blocking wait.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -42,6 +41,46 @@ impl Watch {
     }
 }
 
+/// The watches, indexed by fd: fd numbers are small and dense (the kernel
+/// hands out the lowest free one), so a vector is both smaller and faster
+/// than a hash map for the lookup every I/O event needs.
+#[derive(Default)]
+struct WatchTable {
+    slots: Vec<Watch>,
+    /// Fds with a reader or a writer.
+    len: usize,
+}
+
+impl WatchTable {
+    fn get(&self, fd: RawFd) -> Option<&Watch> {
+        self.slots.get(usize::try_from(fd).ok()?)
+    }
+
+    /// The slot of `fd`, grown into if needed (`fd` is checked non-negative
+    /// by the loop before it gets here).
+    fn slot(&mut self, fd: RawFd) -> &mut Watch {
+        let i = usize::try_from(fd).expect("watched fds are non-negative");
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, Watch::default);
+        }
+        &mut self.slots[i]
+    }
+
+    fn drain(&mut self) -> Vec<Watch> {
+        self.len = 0;
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|w| w.mask() != 0)
+            .collect()
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &Py<Handle>> {
+        self.slots
+            .iter()
+            .flat_map(|w| w.reader.iter().chain(w.writer.iter()))
+    }
+}
+
 /// The watch table is only touched with the GIL held; the event buffer is
 /// moved out of its cell for the wait, so nothing is borrowed while the GIL
 /// is released.
@@ -49,7 +88,7 @@ pub struct Reactor {
     /// -1 once closed: `close()` releases the fd at `loop.close()`, not at
     /// garbage collection.
     epfd: AtomicI32,
-    watches: GilCell<HashMap<RawFd, Watch>>,
+    watches: GilCell<WatchTable>,
     events: GilCell<Vec<libc::epoll_event>>,
 }
 
@@ -67,7 +106,7 @@ impl Reactor {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         Ok(Reactor {
             epfd: AtomicI32::new(fd),
-            watches: GilCell::new(HashMap::new()),
+            watches: GilCell::new(WatchTable::default()),
             events: GilCell::new(Vec::with_capacity(256)),
         })
     }
@@ -140,12 +179,12 @@ impl Reactor {
 
     fn set_in(
         &self,
-        watches: &mut HashMap<RawFd, Watch>,
+        watches: &mut WatchTable,
         fd: RawFd,
         write: bool,
         handle: Option<Py<Handle>>,
     ) -> io::Result<Option<Py<Handle>>> {
-        let entry = watches.entry(fd).or_default();
+        let entry = watches.slot(fd);
         let old_mask = entry.mask();
         let slot = if write {
             &mut entry.writer
@@ -156,28 +195,27 @@ impl Reactor {
         let new_mask = entry.mask();
         if old_mask != new_mask {
             if let Err(e) = self.sync(fd, old_mask, new_mask) {
-                let entry = watches.get_mut(&fd).expect("just inserted");
+                let entry = watches.slot(fd);
                 let slot = if write {
                     &mut entry.writer
                 } else {
                     &mut entry.reader
                 };
                 *slot = previous;
-                if entry.mask() == 0 {
-                    watches.remove(&fd);
-                }
                 return Err(e);
             }
         }
-        if new_mask == 0 {
-            watches.remove(&fd);
+        match (old_mask != 0, new_mask != 0) {
+            (false, true) => watches.len += 1,
+            (true, false) => watches.len -= 1,
+            _ => {}
         }
         Ok(previous)
     }
 
     /// The reader and writer handles of `fd` (new references).
     pub fn get(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
-        self.watches.with(py, |w| match w.get(&fd) {
+        self.watches.with(py, |w| match w.get(fd) {
             Some(w) => (
                 w.reader.as_ref().map(|h| h.clone_ref(py)),
                 w.writer.as_ref().map(|h| h.clone_ref(py)),
@@ -187,7 +225,7 @@ impl Reactor {
     }
 
     pub fn len(&self, py: Python<'_>) -> usize {
-        self.watches.with(py, |w| w.len())
+        self.watches.with(py, |w| w.len)
     }
 
     /// Waits up to `timeout` (None: forever) and returns what became ready.
@@ -259,17 +297,12 @@ impl Reactor {
     /// epoll fd goes with it) and in a forked child, whose epoll instance is
     /// still shared with the parent and must not be edited.
     pub fn take_all(&self, py: Python<'_>) -> Vec<Watch> {
-        self.watches
-            .with(py, |w| w.drain().map(|(_, w)| w).collect())
+        self.watches.with(py, WatchTable::drain)
     }
 
     pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
         self.watches
-            .peek(|w| {
-                w.values()
-                    .flat_map(|w| w.reader.iter().chain(w.writer.iter()))
-                    .try_for_each(&visit)
-            })
+            .peek(|w| w.handles().try_for_each(&visit))
             .unwrap_or(Ok(()))
     }
 
@@ -288,6 +321,17 @@ impl Drop for Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_table_grows_to_the_fd_and_finds_nothing_elsewhere() {
+        let mut t = WatchTable::default();
+        assert!(t.get(7).is_none() && t.get(-1).is_none());
+        assert_eq!(t.slot(7).mask(), 0);
+        assert_eq!(t.slots.len(), 8);
+        assert!(t.get(7).is_some() && t.get(8).is_none());
+        assert!(t.drain().is_empty(), "empty slots are not watches");
+        assert_eq!((t.slots.len(), t.len), (0, 0));
+    }
 
     #[test]
     fn watch_mask_follows_slots() {

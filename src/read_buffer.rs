@@ -33,6 +33,21 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     })
 }
 
+/// The contents of a `bytes` object, read inline (pyo3's `as_bytes` makes
+/// two checked C calls; this is on the path of every read and write).
+#[inline]
+pub(crate) fn bytes_of<'a>(b: &'a Bound<'_, PyBytes>) -> &'a [u8] {
+    let p = b.as_ptr();
+    // SAFETY: p is a live bytes object (the type guarantees it) whose
+    // immutable contents live as long as the borrow of `b`.
+    unsafe {
+        std::slice::from_raw_parts(
+            ffi::PyBytes_AS_STRING(p).cast::<u8>(),
+            ffi::Py_SIZE(p) as usize,
+        )
+    }
+}
+
 /// Smaller `bytes` come from pymalloc's pools, which are cheap already;
 /// larger ones cost a libc `malloc` and `free` each, which recycling saves.
 const MIN_RECYCLED: usize = 513;
@@ -66,7 +81,7 @@ impl SpareBytes {
             let spare = self.0.with(py, |spares| {
                 let i = spares
                     .iter()
-                    .rposition(|b| b.bind(py).as_bytes().len() == data.len())?;
+                    .rposition(|b| bytes_of(b.bind(py)).len() == data.len())?;
                 Some(spares.swap_remove(i))
             });
             if let Some(b) = spare {
@@ -99,7 +114,7 @@ impl SpareBytes {
             let p = data.as_ptr();
             // SAFETY: reading the reference count and type of a live object.
             let sole = unsafe { ffi::Py_REFCNT(p) == 1 && ffi::PyBytes_CheckExact(p) != 0 };
-            if sole && (MIN_RECYCLED..=MAX_RECYCLED).contains(&data.as_bytes().len()) {
+            if sole && (MIN_RECYCLED..=MAX_RECYCLED).contains(&bytes_of(data).len()) {
                 let oldest = self.0.with(py, |spares| {
                     let oldest = (spares.len() == SPARES).then(|| spares.remove(0));
                     spares.push(data.clone().unbind());

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
 use crate::os_errors::{last_errno, os_error, raised_would_block, would_block};
+use crate::read_buffer::bytes_of;
 
 /// asyncio's `_SelectorTransport.max_size`: most bytes taken per read.
 const MAX_READ: usize = 256 * 1024;
@@ -124,7 +125,7 @@ impl State {
         self.buf_size -= n.min(self.buf_size);
         let mut spent: Spent = (None, Vec::new());
         while n > 0 && !self.buf.is_empty() {
-            let len = self.buf[0].bind(py).as_bytes().len() - self.head_off;
+            let len = bytes_of(self.buf[0].bind(py)).len() - self.head_off;
             if n >= len {
                 n -= len;
                 self.head_off = 0;
@@ -169,10 +170,12 @@ impl StreamTransport {
         self.refs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn protocol(&self, py: Python<'_>) -> PyObject {
+    // Bound, not Py, results: a Bound's drop is a plain decref, without
+    // the GIL-state lookup of a Py's (these run on every read and write).
+    fn protocol<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         match &self.refs().protocol {
-            Some(p) => p.clone_ref(py),
-            None => py.None(),
+            Some(p) => p.bind(py).clone(),
+            None => py.None().into_bound(py),
         }
     }
 
@@ -198,16 +201,14 @@ impl StreamTransport {
             .map_err(|e| SendError::from_raised(py, e))
     }
 
-    fn lp(&self, py: Python<'_>) -> Option<PyObject> {
-        self.st.with(py, |s| s.lp.as_ref().map(|l| l.clone_ref(py)))
+    fn lp<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        self.st
+            .with(py, |s| s.lp.as_ref().map(|l| l.bind(py).clone()))
     }
 
     fn debug(&self, py: Python<'_>) -> PyResult<bool> {
         match self.lp(py) {
-            Some(lp) => lp
-                .bind(py)
-                .call_method0(intern!(py, "get_debug"))?
-                .is_truthy(),
+            Some(lp) => lp.call_method0(intern!(py, "get_debug"))?.is_truthy(),
             None => Ok(false),
         }
     }
@@ -247,8 +248,8 @@ impl StreamTransport {
     ) -> PyResult<()> {
         if let Some(lp) = self.lp(py) {
             match fd_cb {
-                Some(cb) => lp.bind(py).call_method1(name, (self.fd, cb))?,
-                None => lp.bind(py).call_method1(name, (self.fd,))?,
+                Some(cb) => lp.call_method1(name, (self.fd, cb))?,
+                None => lp.call_method1(name, (self.fd,))?,
             };
         }
         Ok(())
@@ -301,9 +302,7 @@ impl StreamTransport {
         });
         if pause {
             let p = self.protocol(py);
-            if let Err(e) =
-                crate::detach::call_method(p.bind(py), intern!(py, "pause_writing"), &[])
-            {
+            if let Err(e) = crate::detach::call_method(&p, intern!(py, "pause_writing"), &[]) {
                 self.flow_error(py, "protocol.pause_writing() failed", e)?;
             }
         }
@@ -321,9 +320,7 @@ impl StreamTransport {
         });
         if resume {
             let p = self.protocol(py);
-            if let Err(e) =
-                crate::detach::call_method(p.bind(py), intern!(py, "resume_writing"), &[])
-            {
+            if let Err(e) = crate::detach::call_method(&p, intern!(py, "resume_writing"), &[]) {
                 self.flow_error(py, "protocol.resume_writing() failed", e)?;
             }
         }
@@ -343,15 +340,14 @@ impl StreamTransport {
         let this = slf.get();
         this.log_debug(py, "%r received EOF")?;
         let p = this.protocol(py);
-        let keep_open =
-            match crate::detach::call_method(p.bind(py), intern!(py, "eof_received"), &[])
-                .and_then(|r| r.is_truthy())
-            {
-                Ok(k) => k,
-                Err(e) => {
-                    return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
-                }
-            };
+        let keep_open = match crate::detach::call_method(&p, intern!(py, "eof_received"), &[])
+            .and_then(|r| r.is_truthy())
+        {
+            Ok(k) => k,
+            Err(e) => {
+                return Self::fatal(slf, e, "Fatal error: protocol.eof_received() call failed.")
+            }
+        };
         if keep_open {
             this.remove_reader(py)
         } else {
@@ -363,7 +359,7 @@ impl StreamTransport {
         let py = slf.py();
         let this = slf.get();
         let p = this.protocol(py);
-        let p = p.bind(py);
+        let p = &p;
         let buf = match crate::detach::call_method(
             p,
             intern!(py, "get_buffer"),
@@ -484,7 +480,7 @@ impl StreamTransport {
         // SAFETY: native_loop records that the loop is a LoopCore.
         let core = lp
             .as_ref()
-            .map(|lp| unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get());
+            .map(|lp| unsafe { lp.downcast_unchecked::<LoopCore>() }.get());
         let data = if big {
             Self::recv_direct(py, this.fd)
         } else {
@@ -505,7 +501,7 @@ impl StreamTransport {
         if let Ok(d) = &data {
             // Large reads go straight into a bytes object (no copy); small
             // ones into the shared scratch buffer, then an exact-size copy.
-            let n = d.as_bytes().len();
+            let n = bytes_of(d).len();
             if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
                 this.st.with(py, |s| s.big_reads = !big);
             }
@@ -518,7 +514,7 @@ impl StreamTransport {
                 return Ok(false);
             }
         };
-        let n = data.as_bytes().len();
+        let n = bytes_of(&data).len();
         let more = Self::deliver(slf, data.as_any(), n)?;
         if let Some(core) = core.filter(|_| !big) {
             core.spare_bytes.offer(py, &data);
@@ -557,9 +553,7 @@ impl StreamTransport {
             return Ok(false);
         }
         let p = this.protocol(py);
-        if let Err(e) =
-            crate::detach::call_method(p.bind(py), intern!(py, "data_received"), &[data])
-        {
+        if let Err(e) = crate::detach::call_method(&p, intern!(py, "data_received"), &[data]) {
             Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
             return Ok(false);
         }
@@ -580,7 +574,7 @@ impl StreamTransport {
                 [const { std::mem::MaybeUninit::uninit() }; MAX_IOV];
             let mut cnt = 0;
             for (i, b) in s.buf.iter().take(MAX_IOV).enumerate() {
-                let bytes = b.bind(py).as_bytes();
+                let bytes = bytes_of(b.bind(py));
                 let off = if i == 0 { s.head_off } else { 0 };
                 iov[i].write(libc::iovec {
                     iov_base: bytes[off..].as_ptr() as *mut libc::c_void,
@@ -639,7 +633,7 @@ impl StreamTransport {
     fn recycle(&self, py: Python<'_>, (head, rest): Spent) {
         if let Some(lp) = self.lp(py).filter(|_| self.native_loop) {
             // SAFETY: native_loop records that the loop is a LoopCore.
-            let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
+            let core = unsafe { lp.downcast_unchecked::<LoopCore>() }.get();
             for chunk in head.into_iter().chain(rest) {
                 core.spare_bytes.offer(py, &chunk.into_bound(py));
             }
@@ -898,7 +892,7 @@ impl StreamTransport {
                 "unable to write; sendfile is in progress",
             ));
         }
-        let raw = bytes.as_bytes();
+        let raw = bytes_of(&bytes);
         if raw.is_empty() {
             return Ok(());
         }
@@ -918,7 +912,7 @@ impl StreamTransport {
             if let Some(lp) = this.lp(py).filter(|_| this.native_loop && !this.py_io) {
                 {
                     // SAFETY: native_loop records that the loop is a LoopCore.
-                    let core = unsafe { lp.bind(py).downcast_unchecked::<LoopCore>() }.get();
+                    let core = unsafe { lp.downcast_unchecked::<LoopCore>() }.get();
                     // SAFETY: pthread_self has no preconditions.
                     let me = unsafe { libc::pthread_self() } as u64;
                     if core.turning.load(Ordering::Relaxed) == me {
@@ -1084,7 +1078,7 @@ impl StreamTransport {
     // ---- protocol -------------------------------------------------------------
 
     fn get_protocol(&self, py: Python<'_>) -> PyObject {
-        self.protocol(py)
+        self.protocol(py).unbind()
     }
 
     fn set_protocol(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -1168,12 +1162,12 @@ impl StreamTransport {
         let this = slf.get();
         let connected = this.st.with(py, |s| s.protocol_connected);
         let p = this.protocol(py);
-        let result = if connected && !p.is_none(py) {
+        let result = if connected && !p.is_none() {
             let exc = match exc {
                 Some(e) => e.clone().unbind(),
                 None => py.None(),
             };
-            crate::detach::call_method(p.bind(py), intern!(py, "connection_lost"), &[exc.bind(py)])
+            crate::detach::call_method(&p, intern!(py, "connection_lost"), &[exc.bind(py)])
                 .map(drop)
         } else {
             Ok(())
@@ -1258,7 +1252,7 @@ impl StreamTransport {
     }
     #[getter]
     fn _loop(&self, py: Python<'_>) -> PyObject {
-        self.lp(py).unwrap_or_else(|| py.None())
+        self.lp(py).map_or_else(|| py.None(), Bound::unbind)
     }
     #[getter]
     fn _server(&self, py: Python<'_>) -> PyObject {
@@ -1268,7 +1262,7 @@ impl StreamTransport {
     }
     #[getter]
     fn _protocol(&self, py: Python<'_>) -> PyObject {
-        self.protocol(py)
+        self.protocol(py).unbind()
     }
     #[getter]
     fn _closing(&self, py: Python<'_>) -> bool {
@@ -1315,8 +1309,7 @@ impl StreamTransport {
         let py = slf.py();
         if let Some(lp) = slf.get().lp(py) {
             let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
-            lp.bind(py)
-                .call_method1(intern!(py, "call_soon"), (cb, exc))?;
+            lp.call_method1(intern!(py, "call_soon"), (cb, exc))?;
         }
         Ok(())
     }
@@ -1338,7 +1331,8 @@ pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
         let mut pending = core.turn_end_spare.with(py, std::mem::take);
         core.turn_end.with(py, |v| std::mem::swap(v, &mut pending));
         flush_all(lp, &pending, &mut result)?;
-        pending.clear();
+        // As Bound: a plain decref each, without a Py's GIL-state lookup.
+        pending.drain(..).for_each(|t| drop(t.into_bound(py)));
         core.turn_end_spare.with(py, |v| {
             if v.capacity() == 0 {
                 *v = pending;
