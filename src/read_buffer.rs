@@ -109,6 +109,8 @@ impl SpareBytes {
     pub(crate) fn offer(&self, py: Python<'_>, data: &Bound<'_, PyBytes>) {
         // A free-threaded build shares reference counts between threads, so
         // a count of one proves nothing there: no recycling.
+        #[cfg(Py_GIL_DISABLED)]
+        let _ = (py, data);
         #[cfg(not(Py_GIL_DISABLED))]
         {
             let p = data.as_ptr();
