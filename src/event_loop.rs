@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -82,6 +82,12 @@ pub struct LoopCore {
 /// The list never holds more handles than were queued at once.
 const SPARE_HANDLES_FLOOR: usize = 1024;
 const SPARE_HANDLES_CEILING: usize = 1 << 16;
+
+/// The `OSError` a refused watch raises: errno and strerror only, as from
+/// the selectors module (an `io::Error`'s text adds " (os error N)").
+fn watch_error(e: std::io::Error) -> PyErr {
+    crate::os_errors::os_error(e.raw_os_error().unwrap_or(libc::EIO))
+}
 
 /// `callable(obj)`, inline: what `PyCallable_Check` tests.
 #[inline]
@@ -342,7 +348,7 @@ impl LoopCore {
     }
 
     fn remove_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> PyResult<bool> {
-        let old = self.reactor.set(py, fd, write, None).map_err(PyErr::from)?;
+        let old = self.reactor.set(py, fd, write, None).map_err(watch_error)?;
         Ok(match old {
             Some(h) => {
                 Handle::cancel_dropped(h, py);
@@ -915,7 +921,7 @@ impl LoopCore {
         let old = this
             .reactor
             .set(py, fd, write, Some(handle.clone_ref(py)))
-            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+            .map_err(watch_error)?;
         if let Some(old) = old {
             Handle::cancel_dropped(old, py);
         }

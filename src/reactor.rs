@@ -30,11 +30,15 @@ pub struct Watch {
 
 impl Watch {
     fn mask(&self) -> u32 {
+        Self::mask_of(self.reader.is_some(), self.writer.is_some())
+    }
+
+    fn mask_of(reader: bool, writer: bool) -> u32 {
         let mut m = 0u32;
-        if self.reader.is_some() {
+        if reader {
             m |= libc::EPOLLIN as u32;
         }
-        if self.writer.is_some() {
+        if writer {
             m |= libc::EPOLLOUT as u32;
         }
         m
@@ -56,8 +60,9 @@ impl WatchTable {
         self.slots.get(usize::try_from(fd).ok()?)
     }
 
-    /// The slot of `fd`, grown into if needed (`fd` is checked non-negative
-    /// by the loop before it gets here).
+    /// The slot of `fd`, grown into if needed: only for an fd the kernel
+    /// has just accepted (`fd` is checked non-negative by the loop before it
+    /// gets here).
     fn slot(&mut self, fd: RawFd) -> &mut Watch {
         let i = usize::try_from(fd).expect("watched fds are non-negative");
         if i >= self.slots.len() {
@@ -184,27 +189,32 @@ impl Reactor {
         write: bool,
         handle: Option<Py<Handle>>,
     ) -> io::Result<Option<Py<Handle>>> {
+        // Work out the new interest set and tell the kernel before touching
+        // the table, so the table grows only for fds the kernel accepted (a
+        // bogus fd number must not make it allocate up to that index).
+        let (reader, writer) = watches
+            .get(fd)
+            .map_or((false, false), |w| (w.reader.is_some(), w.writer.is_some()));
+        let had = if write { writer } else { reader };
+        if !had && handle.is_none() {
+            return Ok(None); // removing what is not there
+        }
+        let old_mask = Watch::mask_of(reader, writer);
+        let new_mask = if write {
+            Watch::mask_of(reader, handle.is_some())
+        } else {
+            Watch::mask_of(handle.is_some(), writer)
+        };
+        if old_mask != new_mask {
+            self.sync(fd, old_mask, new_mask)?;
+        }
         let entry = watches.slot(fd);
-        let old_mask = entry.mask();
         let slot = if write {
             &mut entry.writer
         } else {
             &mut entry.reader
         };
         let previous = std::mem::replace(slot, handle);
-        let new_mask = entry.mask();
-        if old_mask != new_mask {
-            if let Err(e) = self.sync(fd, old_mask, new_mask) {
-                let entry = watches.slot(fd);
-                let slot = if write {
-                    &mut entry.writer
-                } else {
-                    &mut entry.reader
-                };
-                *slot = previous;
-                return Err(e);
-            }
-        }
         match (old_mask != 0, new_mask != 0) {
             (false, true) => watches.len += 1,
             (true, false) => watches.len -= 1,

@@ -387,3 +387,53 @@ def test_remove_watch_of_closed_socket_object(loop, kind):
             s.close()
     with pytest.raises(ValueError):
         add(a, lambda: None)  # a closed, unwatched socket is still refused
+
+
+HUGE_FD_WATCHES = """
+import asyncio, resource, sys
+# A regression would try to allocate up to the fd number (32 GiB near
+# INT_MAX) and abort the process: cap the address space so it fails fast.
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+if sys.argv[1] == "ferroloop":
+    import ferroloop
+    loop = ferroloop.new_event_loop()
+else:
+    loop = asyncio.new_event_loop()
+
+def rss_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+
+before = rss_mib()
+for fd in (50_000_000, 2**31 - 1):
+    print(loop.remove_reader(fd), loop.remove_writer(fd))
+    for add in (loop.add_reader, loop.add_writer):
+        try:
+            add(fd, print)
+        except OSError as e:
+            print(type(e).__name__, e)
+print("grew", "little" if rss_mib() - before < 64 else f"{rss_mib() - before} MiB")
+loop.close()
+"""
+
+
+def test_unwatched_huge_fd_numbers_cost_nothing(loop_kind, tmp_path):
+    """Removing a watch that is not there returns False, and a watch on a
+    number that is no open fd raises OSError(EBADF), for any fd number:
+    neither may make the loop allocate by the size of the number (an
+    fd-indexed table did, up to aborting the process)."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    script = tmp_path / "huge_fd.py"
+    script.write_text(HUGE_FD_WATCHES)
+    proc = subprocess.run([sys.executable, str(script), loop_kind],
+                          capture_output=True, text=True, timeout=60,
+                          env=subprocess_env())
+    ebadf = "OSError [Errno 9] Bad file descriptor"
+    assert (proc.returncode, proc.stderr) == (0, ""), proc
+    assert proc.stdout.splitlines() == [
+        "False False", ebadf, ebadf,
+        "False False", ebadf, ebadf,
+        "grew little"], proc.stdout
