@@ -63,7 +63,8 @@ pub struct LoopCore {
     spare_handles: GilCell<Vec<Py<Handle>>>,
     /// The spare list's current limit (see `SPARE_HANDLES_FLOOR`).
     spare_limit: AtomicUsize,
-    /// The last read's `bytes`, if nobody kept it (`SpareBytes`).
+    /// `bytes` of finished reads and writes nobody kept, refilled by later
+    /// reads of the same size (`SpareBytes`).
     pub(crate) spare_bytes: crate::read_buffer::SpareBytes,
     /// `asyncio.tasks` (its `Task` is looked up per call, as asyncio does,
     /// so a patched `tasks.Task` is honoured) and the `("loop",)` keyword

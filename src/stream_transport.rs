@@ -206,6 +206,13 @@ impl StreamTransport {
             .with(py, |s| s.lp.as_ref().map(|l| l.bind(py).clone()))
     }
 
+    /// The loop as ferroloop's `LoopCore`, when it is one (`native_loop`).
+    fn core<'py>(&self, py: Python<'py>) -> Option<Bound<'py, LoopCore>> {
+        let lp = self.lp(py).filter(|_| self.native_loop)?;
+        // SAFETY: native_loop records that the loop is a LoopCore.
+        Some(unsafe { lp.downcast_into_unchecked::<LoopCore>() })
+    }
+
     fn debug(&self, py: Python<'_>) -> PyResult<bool> {
         match self.lp(py) {
             Some(lp) => lp.call_method0(intern!(py, "get_debug"))?.is_truthy(),
@@ -475,12 +482,9 @@ impl StreamTransport {
             return Self::read_once_py(slf);
         }
         let big = this.st.with(py, |s| s.big_reads);
-        // The loop's spare bytes object, for small reads on a ferroloop loop.
-        let lp = this.lp(py).filter(|_| this.native_loop);
-        // SAFETY: native_loop records that the loop is a LoopCore.
-        let core = lp
-            .as_ref()
-            .map(|lp| unsafe { lp.downcast_unchecked::<LoopCore>() }.get());
+        // Small reads on a ferroloop loop reuse its spare bytes objects.
+        let lp = this.core(py).filter(|_| !big);
+        let core = lp.as_ref().map(|lp| lp.get());
         let data = if big {
             Self::recv_direct(py, this.fd)
         } else {
@@ -498,14 +502,6 @@ impl StreamTransport {
                 })
             })
         };
-        if let Ok(d) = &data {
-            // Large reads go straight into a bytes object (no copy); small
-            // ones into the shared scratch buffer, then an exact-size copy.
-            let n = bytes_of(d).len();
-            if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
-                this.st.with(py, |s| s.big_reads = !big);
-            }
-        }
         let data = match data {
             Ok(d) => d,
             Err(e) if would_block(e) => return Ok(false),
@@ -515,8 +511,13 @@ impl StreamTransport {
             }
         };
         let n = bytes_of(&data).len();
+        // Large reads go straight into a bytes object (no copy); small
+        // ones into the shared scratch buffer, then an exact-size copy.
+        if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
+            this.st.with(py, |s| s.big_reads = !big);
+        }
         let more = Self::deliver(slf, data.as_any(), n)?;
-        if let Some(core) = core.filter(|_| !big) {
+        if let Some(core) = core {
             core.spare_bytes.offer(py, &data);
         }
         Ok(more)
@@ -618,7 +619,7 @@ impl StreamTransport {
         // What is left of the head chunk, without copying it.
         let head = head.into_bound(py);
         let rest = PyMemoryView::from(&head).and_then(|view| {
-            let len = head.as_bytes().len() as isize;
+            let len = bytes_of(&head).len() as isize;
             view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1))
         });
         let sent = match rest {
@@ -631,11 +632,9 @@ impl StreamTransport {
     /// Offers chunks sent in full to the loop's spare `bytes` (an echoed
     /// read is then reused by the next read), dropping the rest.
     fn recycle(&self, py: Python<'_>, (head, rest): Spent) {
-        if let Some(lp) = self.lp(py).filter(|_| self.native_loop) {
-            // SAFETY: native_loop records that the loop is a LoopCore.
-            let core = unsafe { lp.downcast_unchecked::<LoopCore>() }.get();
+        if let Some(lp) = self.core(py) {
             for chunk in head.into_iter().chain(rest) {
-                core.spare_bytes.offer(py, &chunk.into_bound(py));
+                lp.get().spare_bytes.offer(py, &chunk.into_bound(py));
             }
         }
     }
@@ -909,10 +908,9 @@ impl StreamTransport {
         if !queued {
             // Inside a loop turn: queue, and send everything this turn wrote
             // in one vectored write when the turn's callbacks are done.
-            if let Some(lp) = this.lp(py).filter(|_| this.native_loop && !this.py_io) {
+            if let Some(lp) = this.core(py).filter(|_| !this.py_io) {
                 {
-                    // SAFETY: native_loop records that the loop is a LoopCore.
-                    let core = unsafe { lp.downcast_unchecked::<LoopCore>() }.get();
+                    let core = lp.get();
                     // SAFETY: pthread_self has no preconditions.
                     let me = unsafe { libc::pthread_self() } as u64;
                     if core.turning.load(Ordering::Relaxed) == me {
