@@ -2,11 +2,14 @@
 # Build ferroloop and run every test: Rust unit tests, the pytest behaviour
 # suite (each test on stock asyncio and on ferroloop), the conformance run of
 # CPython's own test_asyncio modules against both loops, and uvloop's test
-# suite (its asyncio variants) against both loops.
+# suite (its asyncio variants) against both loops. The pytest suite includes
+# asyncpg and redis-py against real PostgreSQL and Redis servers, which this
+# script installs from Debian's packages when it can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-bash scripts/build.sh 'pytest>=7'
+bash scripts/build.sh 'pytest>=7' asyncpg redis
+bash scripts/test-servers.sh && export FERROLOOP_SERVERS_REQUIRED=1
 export FERROLOOP_REQUIRED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== cargo fmt / clippy"
