@@ -57,11 +57,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_port(proc, port, what):
+def wait_for_port(port, what):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(
                 ("127.0.0.1", port), timeout=1):
             return
@@ -70,14 +68,24 @@ def wait_for_port(proc, port, what):
                        f"within {START_TIMEOUT:g}s")
 
 
-def stop(proc, sig):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def read_pid(path):
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open(path) as f:
+            return int(f.read().split()[0])
+    return None
+
+
+def stop_daemon(pid):
+    """SIGTERM a server that is not our child, then SIGKILL if it lingers."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
 
 class Postgres:
@@ -122,7 +130,7 @@ def postgres_server():
     if run_as:
         os.chown(base, run_as["user"], run_as["group"])
         os.chown(sockets, run_as["user"], run_as["group"])
-    proc = None
+    pid = None
     try:
         init = subprocess.run(
             [os.path.join(bindir, "initdb"), "-D", data, "-A", "trust",
@@ -144,25 +152,25 @@ def postgres_server():
             if run_as:
                 os.chown(dst, run_as["user"], run_as["group"])
         port = free_port()
-        proc = subprocess.Popen(
-            [os.path.join(bindir, "postgres"), "-D", data, "-p", str(port),
-             "-k", sockets, "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "ssl=on", "-c", "max_connections=60"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, **run_as)
-        wait_for_port(proc, port, "postgres")
-        # The port answers before the server accepts logins: wait for that.
-        ready = os.path.join(bindir, "pg_isready")
-        deadline = time.monotonic() + START_TIMEOUT
-        while subprocess.run([ready, "-q", "-h", "127.0.0.1", "-p", str(port)],
-                             check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("postgres never accepted connections")
-            time.sleep(0.1)
+        # Started through pg_ctl, so the postmaster is not a child of the
+        # test process: tests that reap "any child" (waitpid(-1), asyncio's
+        # child watchers) must not see it.
+        opts = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c ssl=on -c max_connections=60")
+        started = subprocess.run(
+            [os.path.join(bindir, "pg_ctl"), "-D", data, "-o", opts,
+             "-l", os.path.join(base, "postgres.log"), "-w",
+             "-t", str(int(START_TIMEOUT)), "start"],
+            check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, **run_as)
+        pid = read_pid(os.path.join(data, "postmaster.pid"))
+        if started.returncode != 0:
+            raise RuntimeError("pg_ctl start failed: "
+                               + started.stderr.decode(errors="replace"))
+        wait_for_port(port, "postgres")
         yield Postgres(port, sockets)
     finally:
-        if proc is not None:
-            stop(proc, signal.SIGINT)  # "fast" shutdown
+        stop_daemon(pid)  # SIGTERM: postgres' "smart" shutdown, clients gone
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -180,16 +188,19 @@ def redis_server():
     base = tempfile.mkdtemp(prefix="ferroloop-redis-")
     path = os.path.join(base, "redis.sock")
     port = free_port()
-    proc = subprocess.Popen(
+    pidfile = os.path.join(base, "redis.pid")
+    # Daemonized (not a child of the test process; see postgres_server).
+    subprocess.run(
         [exe, "--port", str(port), "--bind", "127.0.0.1",
          "--unixsocket", path, "--unixsocketperm", "700",
          "--save", "", "--appendonly", "no", "--dir", base,
-         "--daemonize", "no", "--loglevel", "warning"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+         "--daemonize", "yes", "--pidfile", pidfile,
+         "--logfile", os.path.join(base, "redis.log"), "--loglevel", "warning"],
+        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(proc, port, "redis-server")
+        wait_for_port(port, "redis-server")
         yield Redis(port, path)
     finally:
-        stop(proc, signal.SIGTERM)
+        stop_daemon(read_pid(pidfile))
         shutil.rmtree(base, ignore_errors=True)
