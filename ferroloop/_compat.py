@@ -5,8 +5,15 @@ address fast paths); importing them keeps ferroloop identical to stock
 asyncio, and keeping them here means a CPython change touches one file.
 """
 
+import sys
+
 from asyncio import base_events as _base_events
 from asyncio import events as _events
+
+#: asyncio.Server keeps its connections (for close_clients/abort_clients)
+#: from 3.13 on: its _attach/_detach then take the transport.  The native
+#: stream transport applies the same rule when it detaches.
+SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
 #: Stops the loop once the future given to run_until_complete is done.
 run_until_complete_cb = _base_events._run_until_complete_cb
@@ -16,6 +23,14 @@ ipaddr_info = _base_events._ipaddr_info
 check_ssl_socket = _base_events._check_ssl_socket
 #: The handle formatter used in asyncio's slow-callback warning.
 format_handle = _base_events._format_handle
+
+
+def create_task_with_factory(loop, coro, name, context):
+    """create_task through the loop's task factory, exactly as this
+    Python's asyncio does it (how the name and context reach the factory
+    changes between versions: _set_task_name, set_name, keyword arguments)."""
+    return _base_events.BaseEventLoop.create_task(
+        loop, coro, name=name, context=context)
 
 
 def get_running_loop():

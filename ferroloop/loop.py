@@ -82,6 +82,9 @@ class Loop(
         self._sync_time_source()  # a subclass may define its own time()
         # fd -> transport, for asyncio's "fd is used by a transport" check.
         self._transports: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        # Listening Unix sockets to unlink when they stop serving (inode at
+        # bind time); asyncio's create_unix_server fills it from 3.13 on.
+        self._unix_server_sockets: dict[Any, int] = {}
         self.set_debug(coroutines._is_debug_mode())
 
     # Methods CPython's C Task and Future look up on the loop for every
@@ -279,11 +282,7 @@ class Loop(
             if task._source_traceback:
                 del task._source_traceback[-1]
         else:
-            if context is None:
-                task = self._task_factory(self, coro)
-            else:
-                task = self._task_factory(self, coro, context=context)
-            tasks._set_task_name(task, name)
+            return _compat.create_task_with_factory(self, coro, name, context)
         return task
 
     def set_task_factory(self, factory) -> None:

@@ -16,6 +16,7 @@ asyncio (transports, accepting, native sendfile) is ferroloop's own."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from asyncio import base_events, constants, sslproto, trsock, unix_events
 from asyncio.log import logger
@@ -82,8 +83,22 @@ class NetworkMethods:
                          ssl_handshake_timeout, ssl_shutdown_timeout)
 
     def _stop_serving(self, sock):
+        # A listening Unix socket that create_unix_server marked for clean-up
+        # (3.13+: cleanup_socket=True) is unlinked if its path still names
+        # the socket bound then, as asyncio's Unix loop does.
+        inode = self._unix_server_sockets.pop(sock, None)
+        path = sock.getsockname() if inode is not None else None
         self._remove_reader(sock.fileno())
         sock.close()
+        if path is not None:
+            try:
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r",
+                             path, err)
 
     def _accept_connection(self, protocol_factory, sock, sslcontext=None,
                            server=None, backlog=100,

@@ -13,6 +13,7 @@ import warnings
 from asyncio import base_events, constants, futures, transports
 from asyncio.log import logger
 
+from . import _compat
 from ._ferroloop import StreamTransport as _Core
 from ._transport_base import io_overridden, report_fatal_error, socket_extra
 
@@ -49,7 +50,10 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
         for name in _HOT:
             setattr(self, name, getattr(core, name))
         if server is not None:
-            server._attach()
+            if _compat.SERVER_TRACKS_TRANSPORTS:
+                server._attach(self)
+            else:
+                server._attach()
         loop._transports[self._sock_fd] = self
         base_events._set_nodelay(sock)
         loop.call_soon(protocol.connection_made, self)

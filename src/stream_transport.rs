@@ -1187,10 +1187,16 @@ impl StreamTransport {
             cleanup = sock.bind(py).call_method0(intern!(py, "close")).map(drop);
         }
         if let Some(server) = &server {
-            let r = server
-                .bind(py)
-                .call_method0(intern!(py, "_detach"))
-                .map(drop);
+            // From 3.13 asyncio.Server tracks its transports (close_clients):
+            // `_detach` then takes the transport (`_compat.SERVER_TRACKS_TRANSPORTS`).
+            let server = server.bind(py);
+            let r = match &old_refs.1 {
+                Some(w) if py.version_info() >= (3, 13) => {
+                    server.call_method1(intern!(py, "_detach"), (w,))
+                }
+                _ => server.call_method0(intern!(py, "_detach")),
+            }
+            .map(drop);
             if cleanup.is_ok() {
                 cleanup = r;
             }
