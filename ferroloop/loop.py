@@ -375,40 +375,11 @@ class Loop(
             log_lines.append(f"{key}: {value}")
         _compat.logger().error("\n".join(log_lines), exc_info=exc_info)
 
-    def call_exception_handler(self, context: dict) -> None:
-        """Pass the context to the handler; a failing handler is logged,
-        never raised (except SystemExit and KeyboardInterrupt)."""
-        if self._exception_handler is None:
-            try:
-                self.default_exception_handler(context)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException:
-                _compat.logger().error(
-                    "Exception in default exception handler", exc_info=True
-                )
-            return
-        try:
-            self._exception_handler(self, context)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            try:
-                self.default_exception_handler(
-                    {
-                        "message": "Unhandled error in exception handler",
-                        "exception": exc,
-                        "context": context,
-                    }
-                )
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException:
-                _compat.logger().error(
-                    "Exception in default exception handler while handling an "
-                    "unexpected error in custom exception handler",
-                    exc_info=True,
-                )
+    # asyncio's own: a failing handler is logged, never raised (except
+    # SystemExit and KeyboardInterrupt), through asyncio.base_events.logger;
+    # from 3.12 on a custom handler runs in the context of the task, future
+    # or handle the report is about.
+    call_exception_handler = base_events.BaseEventLoop.call_exception_handler
 
     # ---- debug ---------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Errors raised by callbacks and the exception-handler API."""
 
 import asyncio
+import contextvars
 import logging
+import sys
 
 import pytest
 
@@ -72,6 +74,39 @@ def test_exception_handler_called_positionally(loop):
     assert len(args) == 2
     assert args[0] is loop
     assert isinstance(args[1], dict)
+
+
+def test_custom_handler_runs_in_the_failing_callbacks_context(loop):
+    # From 3.12 on asyncio runs a custom handler in the context of the handle
+    # (or task) it reports on, so it sees what the callback set (gh-96704);
+    # 3.11 runs it in the loop's own context.
+    name = contextvars.ContextVar("name", default="outer")
+    seen = []
+
+    def handler(lp, context):
+        about = context.get("handle") or context.get("future")
+        seen.append((about is not None, name.get()))
+
+    def callback():
+        name.set("callback")
+        1 / 0
+
+    async def task():
+        name.set("task")
+        1 / 0
+
+    async def main():
+        loop.set_exception_handler(handler)
+        loop.call_soon(callback)
+        t = loop.create_task(task())
+        await asyncio.sleep(0.01)
+        del t  # the unretrieved exception is reported when the task goes
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    run(loop, main())
+    expected = ("callback", "task") if sys.version_info >= (3, 12) else ("outer",) * 2
+    assert seen == [(True, expected[0]), (True, expected[1])]
 
 
 def test_set_get_exception_handler(loop):
