@@ -276,13 +276,12 @@ class Loop(
         return futures.Future(loop=self)
 
     def create_task(self, coro, *, name=None, context=None) -> asyncio.Task:
-        self._check_closed()
-        if self._task_factory is None:
-            task = tasks.Task(coro, loop=self, name=name, context=context)
-            if task._source_traceback:
-                del task._source_traceback[-1]
-        else:
+        if self._task_factory is not None:
             return _compat.create_task_with_factory(self, coro, name, context)
+        self._check_closed()
+        task = tasks.Task(coro, loop=self, name=name, context=context)
+        if task._source_traceback:
+            del task._source_traceback[-1]
         return task
 
     def set_task_factory(self, factory) -> None:

@@ -1189,14 +1189,16 @@ impl StreamTransport {
         if let Some(server) = &server {
             // From 3.13 asyncio.Server tracks its transports (close_clients):
             // `_detach` then takes the transport (`_compat.SERVER_TRACKS_TRANSPORTS`).
+            // The extension is built per interpreter version, so this is a cfg.
             let server = server.bind(py);
+            #[cfg(Py_3_13)]
             let r = match &old_refs.1 {
-                Some(w) if py.version_info() >= (3, 13) => {
-                    server.call_method1(intern!(py, "_detach"), (w,))
-                }
-                _ => server.call_method0(intern!(py, "_detach")),
-            }
-            .map(drop);
+                Some(w) => server.call_method1(intern!(py, "_detach"), (w,)),
+                None => server.call_method0(intern!(py, "_detach")),
+            };
+            #[cfg(not(Py_3_13))]
+            let r = server.call_method0(intern!(py, "_detach"));
+            let r = r.map(drop);
             if cleanup.is_ok() {
                 cleanup = r;
             }
