@@ -15,6 +15,22 @@ from asyncio import events as _events
 #: stream transport applies the same rule when it detaches.
 SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
+#: From 3.13 a datagram transport counts 8 bytes of header per queued
+#: datagram in get_write_buffer_size (so many tiny datagrams still reach
+#: the high-water mark).
+DATAGRAM_HEADER_SIZE = 8 if sys.version_info >= (3, 13) else 0
+
+
+def check_datagram_socket(sock, socket_module) -> None:
+    """Refuse a ``sock=`` that is not a datagram socket, with the check and
+    message of this Python's asyncio (3.13 accepts any non-stream socket,
+    such as SOCK_RAW, and words the error differently)."""
+    if sys.version_info >= (3, 13):
+        if sock.type == socket_module.SOCK_STREAM:
+            raise ValueError(f"A datagram socket was expected, got {sock!r}")
+    elif sock.type != socket_module.SOCK_DGRAM:
+        raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+
 #: Stops the loop once the future given to run_until_complete is done.
 run_until_complete_cb = _base_events._run_until_complete_cb
 #: Numeric-address fast path of asyncio's resolver (no thread hop).

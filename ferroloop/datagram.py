@@ -23,6 +23,9 @@ from . import _compat
 from ._transport_base import FdWatchMixin, io_overridden, report_fatal_error, socket_extra
 from ._ferroloop import DatagramCore
 
+#: Per-datagram overhead counted in the write buffer size (0 before 3.13).
+_HEADER_SIZE = _compat.DATAGRAM_HEADER_SIZE
+
 # Bytes asked of one recvfrom() (asyncio's max_size).
 _MAX_SIZE = 256 * 1024
 
@@ -249,14 +252,14 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
         """The socket would block: queue the datagram (an immutable copy)."""
         self._start_writing()
         self._buffer.append((bytes(data), addr))
-        self._buffer_size += len(data)
+        self._buffer_size += len(data) + _HEADER_SIZE
         self._sync_core()
         self._maybe_pause_protocol()
 
     def _sendto_ready(self) -> None:
         while self._buffer:
             data, addr = self._buffer.popleft()
-            self._buffer_size -= len(data)
+            self._buffer_size -= len(data) + _HEADER_SIZE
             try:
                 if self._extra["peername"] is not None:
                     self._sock.send(data)
@@ -264,7 +267,7 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
                     self._sock.sendto(data, addr)
             except (BlockingIOError, InterruptedError):
                 self._buffer.appendleft((data, addr))
-                self._buffer_size += len(data)
+                self._buffer_size += len(data) + _HEADER_SIZE
                 break
             except OSError as exc:
                 self._sync_core()
@@ -306,8 +309,7 @@ class DatagramMethods:
     ):
         """Create a datagram endpoint; return (transport, protocol)."""
         if sock is not None:
-            if sock.type != socket.SOCK_DGRAM:
-                raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+            _compat.check_datagram_socket(sock, socket)
             if (
                 local_addr
                 or remote_addr
