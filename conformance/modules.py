@@ -33,6 +33,7 @@ default run until it is ready).
 from __future__ import annotations
 
 import importlib
+import sys
 import unittest
 from dataclasses import dataclass
 from types import ModuleType
@@ -54,7 +55,13 @@ class ModuleSpec:
     generate: GenerateFn | None = None
     # Staged modules are selectable by name (or --all) but not in the default run.
     staged: bool = False
+    # The first CPython with this module; older interpreters skip it.
+    since: tuple[int, int] = (3, 11)
     notes: str = ""
+
+    @property
+    def available(self) -> bool:
+        return sys.version_info[:2] >= self.since
 
     def import_module(self) -> ModuleType:
         return importlib.import_module(f"{PACKAGE}.{self.name}")
@@ -227,6 +234,8 @@ _SPECS: tuple[ModuleSpec, ...] = (
     ModuleSpec("test_pep492"),
     ModuleSpec("test_context"),
     ModuleSpec("test_threads"),
+    ModuleSpec("test_eager_task_factory", since=(3, 12),
+               notes="eager tasks (3.12+): asyncio.eager_task_factory on the kind's loop"),
     ModuleSpec(
         "test_sock_lowlevel",
         replaces=("BaseSockTestsMixin",),
@@ -276,11 +285,11 @@ MODULES: dict[str, ModuleSpec] = {spec.name: spec for spec in _SPECS}
 
 
 def default_modules() -> list[str]:
-    return [spec.name for spec in _SPECS if not spec.staged]
+    return [spec.name for spec in _SPECS if not spec.staged and spec.available]
 
 
 def all_modules() -> list[str]:
-    return [spec.name for spec in _SPECS]
+    return [spec.name for spec in _SPECS if spec.available]
 
 
 def lookup(name: str) -> ModuleSpec:
@@ -289,9 +298,13 @@ def lookup(name: str) -> ModuleSpec:
     if not short.startswith("test_"):
         short = "test_" + short
     try:
-        return MODULES[short]
+        spec = MODULES[short]
     except KeyError:
         raise KeyError(f"unknown module {name!r}; configured: {', '.join(all_modules())}") from None
+    if not spec.available:
+        since = ".".join(map(str, spec.since))
+        raise KeyError(f"{spec.name} is new in Python {since}; this is {sys.version.split()[0]}")
+    return spec
 
 
 def load_test_classes(
