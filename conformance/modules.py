@@ -198,15 +198,11 @@ def _gen_sslproto(mod: ModuleType, kind: LoopKind, factory: LoopFactory) -> list
 
 def _gen_subprocess(mod: ModuleType, kind: LoopKind, factory: LoopFactory) -> list[type[unittest.TestCase]]:
     if kind.needs_child_watcher:
-        # == test_subprocess.SubprocessThreadedWatcherTests (its loop comes
-        # from policy.new_event_loop(), i.e. the installed kind).
+        # The stdlib's SubprocessThreadedWatcherTests itself (its loop comes
+        # from policy.new_event_loop(), i.e. the installed kind); how it
+        # names its watcher changed in 3.12 (Watcher -> _get_watcher).
         return [
-            _make_class(
-                mod,
-                "SubprocessTests",
-                (mod.SubprocessWatcherMixin, mod.test_utils.TestCase),
-                {"Watcher": mod.unix_events.ThreadedChildWatcher},
-            )
+            _make_class(mod, "SubprocessTests", (mod.SubprocessThreadedWatcherTests,))
         ]
     return [
         _make_class(
