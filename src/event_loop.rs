@@ -237,15 +237,19 @@ impl LoopCore {
         let stats = self.timers.with(py, |t| t.stats.clone());
         let args = args.clone().unbind();
         crate::handles::private_args(args.bind(py));
-        let handle = Handle::new_timer(when, callback.clone().unbind(), args, ctx, tb, stats)
-            .with_when_obj(when_obj);
-        let timer = Bound::new(
-            py,
-            PyClassInitializer::from(handle).add_subclass(TimerHandle {}),
-        )?;
+        let init = TimerHandle::new(
+            when,
+            when_obj,
+            callback.clone().unbind(),
+            args,
+            ctx,
+            tb,
+            stats,
+        );
+        let timer = Bound::new(py, init)?;
         Handle::untrack_new(timer.as_super());
-        let base = timer.as_super().clone().unbind();
-        self.timers.with(py, |t| t.push(base));
+        let queued = timer.clone().unbind();
+        self.timers.with(py, |t| t.push(queued));
         Ok(timer.unbind())
     }
 
@@ -256,7 +260,7 @@ impl LoopCore {
         let mut dropped = Vec::new();
         let busy = !this.ready.is_empty(py) || this.stopping.load(Ordering::Relaxed);
         let next = this.timers.with(py, |timers| {
-            timers.purge_cancelled(&mut dropped);
+            timers.purge_cancelled(py, &mut dropped);
             if busy {
                 None
             } else {
@@ -294,7 +298,7 @@ impl LoopCore {
         let end = Self::now(slf)? + this.clock_resolution;
         let mut dropped = Vec::new();
         this.timers.with(py, |t| {
-            t.pop_due(end, &mut dropped, |h| this.ready.push(py, h))
+            t.pop_due(py, end, &mut dropped, |h| this.ready.push(py, h))
         });
         dropped.into_iter().for_each(|h| Handle::let_go(h, py));
         Ok(())
@@ -826,7 +830,7 @@ impl LoopCore {
         // SAFETY: tp_clear is only called by the collector, with the GIL held.
         let py = unsafe { Python::assume_gil_acquired() };
         let ready = self.ready.clear(py);
-        let timers = self.timers.with(py, |t| t.clear());
+        let timers = self.timers.with(py, |t| t.clear(py));
         let watches = self.reactor.take_all(py);
         let signals = self.signals.clear(py);
         let current = self.current_handle.with(py, Option::take);
@@ -848,7 +852,7 @@ impl LoopCore {
         // Gather everything first and drop it after the locks are released:
         // dropping a handle can run arbitrary Python finalizers.
         let ready = this.ready.clear(py);
-        let timers = this.timers.with(py, |t| t.clear());
+        let timers = this.timers.with(py, |t| t.clear(py));
         let watches = this.reactor.take_all(py);
         let flushes = this.turn_end.with(py, std::mem::take);
         let signals = this.signals.clear(py);
@@ -857,9 +861,6 @@ impl LoopCore {
         this.spare_bytes.clear(py);
         this.reactor.close();
         this.self_pipe.close();
-        for h in timers.iter() {
-            h.get().scheduled.store(false, Ordering::Relaxed);
-        }
         drop(flushes);
         release_all(py, ready, timers, watches, signals);
     }

@@ -1,9 +1,10 @@
 //! `Handle` and `TimerHandle`: one scheduled callback with its arguments and
 //! `contextvars` context, as asyncio hands them out from `call_soon`/`call_at`.
 //!
-//! A timer's deadline lives in the same struct (`when` is NaN for plain
-//! handles) so the ready queue, the timer heap and the reactor all store one
-//! type, `Py<Handle>`, and `TimerHandle` is a thin Python-visible subclass.
+//! The ready queue and the reactor store one type, `Py<Handle>`; a timer is
+//! a `TimerHandle`, a subclass that adds the deadline and the heap's
+//! bookkeeping, so a plain handle (the kind queued by the thousand) stays in
+//! pymalloc's 96-byte size class.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -184,20 +185,24 @@ pub struct Handle {
     callback: GilCell<Option<Callback>>,
     /// None only while the handle waits in the loop's spare list.
     context: ContextSlot,
+    /// What few handles have, boxed so the rest don't carry the space.
+    extra: Option<Box<HandleExtra>>,
     cancelled: AtomicBool,
-    source_traceback: Option<PyObject>,
-    /// Deadline on the loop clock; NaN for plain handles.
-    pub(crate) when: f64,
-    /// The deadline exactly as `call_at` was given it when that was not a
-    /// float (an int stays an int in `when()`, as in asyncio).
-    when_obj: Option<PyObject>,
-    /// True while the timer sits in the loop's heap.
-    pub(crate) scheduled: AtomicBool,
-    timer_stats: Option<Arc<TimerStats>>,
     /// Reader, writer and signal handles run many times; every other handle
     /// runs once and gives its callback up when it does, so a handle kept
     /// by user code never pins the callback (and what it refers to).
     repeats: bool,
+    /// The base of a `TimerHandle` (never recycled as a plain handle).
+    timer: bool,
+}
+
+/// The rare parts of a handle.
+struct HandleExtra {
+    /// Debug mode: where the handle was created.
+    source_traceback: Option<PyObject>,
+    /// The deadline exactly as `call_at` was given it when that was not a
+    /// float (an int stays an int in `when()`, as in asyncio).
+    when_obj: Option<PyObject>,
 }
 
 /// What running a handle produced: nothing to do, or the callback's error.
@@ -208,6 +213,7 @@ pub(crate) enum RunOutcome {
 }
 
 impl Handle {
+    #[inline]
     pub(crate) fn new(
         func: PyObject,
         args: Py<PyTuple>,
@@ -217,13 +223,15 @@ impl Handle {
         Handle {
             callback: GilCell::new(Some(Callback { func, args })),
             context: ContextSlot(UnsafeCell::new(Some(context))),
+            extra: source_traceback.map(|tb| {
+                Box::new(HandleExtra {
+                    source_traceback: Some(tb),
+                    when_obj: None,
+                })
+            }),
             cancelled: AtomicBool::new(false),
-            source_traceback,
-            when: f64::NAN,
-            when_obj: None,
-            scheduled: AtomicBool::new(false),
-            timer_stats: None,
             repeats: false,
+            timer: false,
         }
     }
 
@@ -239,26 +247,37 @@ impl Handle {
         h
     }
 
-    pub(crate) fn new_timer(
-        when: f64,
+    /// A timer's base part; `TimerHandle::new` adds the rest.
+    #[inline]
+    fn new_timer_base(
         func: PyObject,
         args: Py<PyTuple>,
         context: HandleContext,
         source_traceback: Option<PyObject>,
-        stats: Arc<TimerStats>,
+        when_obj: Option<&Bound<'_, PyAny>>,
     ) -> Self {
         let mut h = Handle::new(func, args, context, source_traceback);
-        h.when = when;
-        h.timer_stats = Some(stats);
+        h.timer = true;
+        // Keep `call_at`'s deadline object when it is not a float.
+        if let Some(w) = when_obj.filter(|w| !w.is_exact_instance_of::<pyo3::types::PyFloat>()) {
+            h.extra
+                .get_or_insert_with(|| {
+                    Box::new(HandleExtra {
+                        source_traceback: None,
+                        when_obj: None,
+                    })
+                })
+                .when_obj = Some(w.clone().unbind());
+        }
         h
     }
 
-    /// Keeps `call_at`'s deadline object when it is not a float.
-    pub(crate) fn with_when_obj(mut self, when: Option<&Bound<'_, PyAny>>) -> Self {
-        self.when_obj = when
-            .filter(|w| !w.is_exact_instance_of::<pyo3::types::PyFloat>())
-            .map(|w| w.clone().unbind());
-        self
+    fn source_traceback(&self) -> Option<&PyObject> {
+        self.extra.as_ref()?.source_traceback.as_ref()
+    }
+
+    fn when_obj(&self) -> Option<&PyObject> {
+        self.extra.as_ref()?.when_obj.as_ref()
     }
 
     #[inline]
@@ -349,20 +368,20 @@ impl Handle {
             .map(|cb| (cb.func, cb.args))
     }
 
-    fn format_repr(&self, py: Python<'_>, class_name: &str) -> PyResult<String> {
+    fn format_repr(&self, py: Python<'_>, class_name: &str, when: Option<f64>) -> PyResult<String> {
         let mut info: Vec<String> = vec![class_name.to_owned()];
         if self.is_cancelled() {
             info.push("cancelled".to_owned());
         }
-        if !self.when.is_nan() {
-            info.push(format!("when={}", float_repr(py, self.when)?));
+        if let Some(when) = when {
+            info.push(format!("when={}", float_repr(py, when)?));
         }
         if let Some((func, args)) = self.callback_parts(py) {
             let helpers = py.import("asyncio.format_helpers")?;
             let src = helpers.call_method1("_format_callback_source", (func, args))?;
             info.push(src.extract::<String>()?);
         }
-        if let Some(tb) = &self.source_traceback {
+        if let Some(tb) = self.source_traceback() {
             let tb = tb.bind(py);
             let n = tb.len()?;
             if n > 0 {
@@ -406,24 +425,29 @@ impl Handle {
         if let Some(ctx) = self.context.get() {
             visit.call(&ctx.obj)?;
         }
-        if let Some(w) = &self.when_obj {
+        if let Some(w) = self.when_obj() {
             visit.call(w)?;
         }
-        if let Some(tb) = &self.source_traceback {
+        if let Some(tb) = self.source_traceback() {
             visit.call(tb)?;
         }
         Ok(())
     }
 
+    /// Cancels a plain handle. (A timer goes through `TimerHandle::cancel_timer`,
+    /// which also tells the heap.)
     pub(crate) fn cancel_internal(&self, py: Python<'_>) {
-        if self.cancelled.swap(true, Ordering::Relaxed) {
-            return;
+        if self.mark_cancelled() {
+            self.drop_callback(py);
         }
-        if let Some(stats) = &self.timer_stats {
-            if self.scheduled.load(Ordering::Relaxed) {
-                stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    }
+
+    /// Sets the cancelled flag; false if it already was.
+    fn mark_cancelled(&self) -> bool {
+        !self.cancelled.swap(true, Ordering::Relaxed)
+    }
+
+    fn drop_callback(&self, py: Python<'_>) {
         // Take the callback out under the lock but drop it after: its
         // finalizers may run Python code that touches this handle again.
         let taken = self.callback.with(py, Option::take);
@@ -489,9 +513,8 @@ impl Handle {
         if !exclusive
             || cfg!(Py_GIL_DISABLED)
             || this.repeats
-            || this.timer_stats.is_some()
-            || this.source_traceback.is_some()
-            || this.when_obj.is_some()
+            || this.timer
+            || this.extra.is_some()
             || this.callback.peek(Option::is_some) != Some(false)
         {
             return None;
@@ -563,8 +586,15 @@ impl Handle {
     }
 
     /// Cancel the callback; does nothing if it already ran or was cancelled.
-    fn cancel(&self, py: Python<'_>) {
-        self.cancel_internal(py);
+    fn cancel(slf: &Bound<'_, Self>) {
+        let this = slf.get();
+        if this.timer {
+            // SAFETY: only `TimerHandle::new` makes a handle with `timer` set,
+            // so this object is a TimerHandle.
+            TimerHandle::cancel_timer(unsafe { slf.downcast_unchecked::<TimerHandle>() });
+        } else {
+            this.cancel_internal(slf.py());
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -624,7 +654,7 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<PyObject> {
-        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
+        self.source_traceback().map(|t| t.clone_ref(py))
     }
 
     /// What `isinstance` falls back to when the real type does not match: a
@@ -643,8 +673,9 @@ impl Handle {
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let name = slf.get_type().name()?;
+        let when = slf.downcast::<TimerHandle>().ok().map(|t| t.get().when);
         slf.get()
-            .format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?)
+            .format_repr(slf.py(), name.downcast::<PyString>()?.to_str()?, when)
     }
 }
 
@@ -657,19 +688,71 @@ pub(crate) fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
 
 /// A handle with a deadline, returned by `call_later` and `call_at`.
 #[pyclass(module = "ferroloop", extends = Handle, frozen)]
-pub struct TimerHandle {}
+pub struct TimerHandle {
+    /// Deadline on the loop clock.
+    pub(crate) when: f64,
+    /// True while the timer sits in the loop's heap.
+    pub(crate) scheduled: AtomicBool,
+    /// The heap's count of cancelled entries (see `TimerStats`).
+    stats: Arc<TimerStats>,
+}
 
 impl TimerHandle {
+    /// The initializer of a new timer (its `Handle` part, then its own).
+    #[inline]
+    pub(crate) fn new(
+        when: f64,
+        when_obj: Option<&Bound<'_, PyAny>>,
+        func: PyObject,
+        args: Py<PyTuple>,
+        context: HandleContext,
+        source_traceback: Option<PyObject>,
+        stats: Arc<TimerStats>,
+    ) -> PyClassInitializer<Self> {
+        let base = Handle::new_timer_base(func, args, context, source_traceback, when_obj);
+        PyClassInitializer::from(base).add_subclass(TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+            stats,
+        })
+    }
+
     fn base<'a>(slf: &'a Bound<'_, Self>) -> &'a Handle {
         slf.as_super().get()
     }
 
+    /// The same object, typed as its base class (for code that needs no
+    /// GIL token, such as the collector's traversal).
+    pub(crate) fn as_handle(timer: &Py<TimerHandle>) -> &Py<Handle> {
+        // SAFETY: `Py<T>` is a transparent object pointer for every T, and a
+        // TimerHandle is a Handle (its subclass), so the reference is valid.
+        unsafe { &*(timer as *const Py<TimerHandle>).cast::<Py<Handle>>() }
+    }
+
+    /// The base part of a timer (`TimerHandle` extends `Handle`).
+    pub(crate) fn handle_of(timer: &Py<TimerHandle>) -> &Handle {
+        Self::as_handle(timer).get()
+    }
+
     fn when_value(slf: &Bound<'_, Self>) -> PyObject {
         let py = slf.py();
-        let base = Self::base(slf);
-        match &base.when_obj {
+        match Self::base(slf).when_obj() {
             Some(w) => w.clone_ref(py),
-            None => pyo3::types::PyFloat::new(py, base.when).into_any().unbind(),
+            None => pyo3::types::PyFloat::new(py, slf.get().when)
+                .into_any()
+                .unbind(),
+        }
+    }
+
+    /// Cancels the timer and counts it for the heap if it sits there.
+    pub(crate) fn cancel_timer(slf: &Bound<'_, Self>) {
+        let base = Self::base(slf);
+        if base.mark_cancelled() {
+            let this = slf.get();
+            if this.scheduled.load(Ordering::Relaxed) {
+                this.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            base.drop_callback(slf.py());
         }
     }
 }
@@ -687,13 +770,13 @@ impl TimerHandle {
     }
 
     #[getter]
-    fn _scheduled(slf: &Bound<'_, Self>) -> bool {
-        Self::base(slf).scheduled.load(Ordering::Relaxed)
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
     }
 
-    fn __hash__(slf: &Bound<'_, Self>) -> PyResult<isize> {
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
         // asyncio hashes a timer by its deadline alone.
-        pyo3::types::PyFloat::new(slf.py(), Self::base(slf).when).hash()
+        pyo3::types::PyFloat::new(py, self.when).hash()
     }
 
     fn __richcmp__(
@@ -706,14 +789,15 @@ impl TimerHandle {
         let Ok(other) = other.downcast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (Self::base(slf), Self::base(other));
+        let (a, b) = (slf.get().when, other.get().when);
+        let equal = || timers_equal(py, slf, other);
         let result = match op {
-            Lt => a.when < b.when,
-            Gt => a.when > b.when,
-            Le => a.when < b.when || handles_equal(py, a, b)?,
-            Ge => a.when > b.when || handles_equal(py, a, b)?,
-            Eq => handles_equal(py, a, b)?,
-            Ne => !handles_equal(py, a, b)?,
+            Lt => a < b,
+            Gt => a > b,
+            Le => a < b || equal()?,
+            Ge => a > b || equal()?,
+            Eq => equal()?,
+            Ne => !equal()?,
         };
         Ok(pyo3::types::PyBool::new(py, result)
             .to_owned()
@@ -723,14 +807,19 @@ impl TimerHandle {
 }
 
 /// asyncio's TimerHandle equality: same deadline, callback, args and state.
-fn handles_equal(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
-    if std::ptr::eq(a, b) {
+fn timers_equal(
+    py: Python<'_>,
+    a: &Bound<'_, TimerHandle>,
+    b: &Bound<'_, TimerHandle>,
+) -> PyResult<bool> {
+    if a.is(b) {
         return Ok(true);
     }
-    if a.when != b.when || a.is_cancelled() != b.is_cancelled() {
+    let (ha, hb) = (TimerHandle::base(a), TimerHandle::base(b));
+    if a.get().when != b.get().when || ha.is_cancelled() != hb.is_cancelled() {
         return Ok(false);
     }
-    match (a.callback_parts(py), b.callback_parts(py)) {
+    match (ha.callback_parts(py), hb.callback_parts(py)) {
         (None, None) => Ok(true),
         (Some((fa, aa)), Some((fb, ab))) => {
             Ok(fa.bind(py).eq(fb.bind(py))? && aa.bind(py).eq(ab.bind(py))?)

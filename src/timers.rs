@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use crate::handles::{Handle, TimerStats};
+use crate::handles::{Handle, TimerHandle, TimerStats};
 
 /// Rebuild only heaps at least this large (asyncio's `_MIN_SCHEDULED_TIMER_HANDLES`).
 const MIN_HEAP_FOR_REBUILD: usize = 100;
@@ -21,7 +21,19 @@ const MIN_HEAP_FOR_REBUILD: usize = 100;
 struct Entry {
     when: f64,
     seq: u64,
-    handle: Py<Handle>,
+    handle: Py<TimerHandle>,
+}
+
+impl Entry {
+    fn is_cancelled(&self) -> bool {
+        TimerHandle::handle_of(&self.handle).is_cancelled()
+    }
+
+    /// Out of the heap: no longer scheduled, and seen as a plain handle.
+    fn into_handle(self, py: Python<'_>) -> Py<Handle> {
+        self.handle.get().scheduled.store(false, Ordering::Relaxed);
+        self.handle.into_bound(py).into_super().unbind()
+    }
 }
 
 impl PartialEq for Entry {
@@ -62,7 +74,8 @@ impl Default for TimerHeap {
 }
 
 impl TimerHeap {
-    pub fn push(&mut self, handle: Py<Handle>) {
+    #[inline]
+    pub fn push(&mut self, handle: Py<TimerHandle>) {
         let h = handle.get();
         h.scheduled.store(true, Ordering::Relaxed);
         let when = h.when;
@@ -86,15 +99,13 @@ impl TimerHeap {
     /// otherwise only those at the top (which would decide the poll timeout).
     /// Returns the dropped handles so the caller releases them outside any
     /// cell borrow (their finalizers may run Python code).
-    pub fn purge_cancelled(&mut self, dropped: &mut Vec<Py<Handle>>) {
+    pub fn purge_cancelled(&mut self, py: Python<'_>, dropped: &mut Vec<Py<Handle>>) {
         let cancelled = self.stats.cancelled.load(Ordering::Relaxed);
         if self.heap.len() > MIN_HEAP_FOR_REBUILD && cancelled * 2 > self.heap.len() {
             let mut kept = Vec::with_capacity(self.heap.len() - cancelled.min(self.heap.len()));
             for e in std::mem::take(&mut self.heap).into_vec() {
-                let h = e.handle.get();
-                if h.is_cancelled() {
-                    h.scheduled.store(false, Ordering::Relaxed);
-                    dropped.push(e.handle);
+                if e.is_cancelled() {
+                    dropped.push(e.into_handle(py));
                 } else {
                     kept.push(e);
                 }
@@ -103,12 +114,10 @@ impl TimerHeap {
             self.stats.cancelled.store(0, Ordering::Relaxed);
         } else {
             while let Some(top) = self.heap.peek() {
-                let h = top.handle.get();
-                if !h.is_cancelled() {
+                if !top.is_cancelled() {
                     break;
                 }
-                h.scheduled.store(false, Ordering::Relaxed);
-                dropped.push(self.heap.pop().expect("peeked").handle);
+                dropped.push(self.heap.pop().expect("peeked").into_handle(py));
                 let _ =
                     self.stats
                         .cancelled
@@ -128,6 +137,7 @@ impl TimerHeap {
     /// them) and hands each to `sink` in deadline order.
     pub fn pop_due(
         &mut self,
+        py: Python<'_>,
         end: f64,
         dropped: &mut Vec<Py<Handle>>,
         mut sink: impl FnMut(Py<Handle>),
@@ -137,32 +147,35 @@ impl TimerHeap {
                 break;
             }
             let e = self.heap.pop().expect("peeked");
-            let h = e.handle.get();
-            h.scheduled.store(false, Ordering::Relaxed);
-            if h.is_cancelled() {
+            let cancelled = e.is_cancelled();
+            let h = e.into_handle(py);
+            if cancelled {
                 let _ =
                     self.stats
                         .cancelled
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
                             Some(c.saturating_sub(1))
                         });
-                dropped.push(e.handle);
+                dropped.push(h);
                 continue;
             }
-            sink(e.handle);
+            sink(h);
         }
     }
 
     pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
-        self.heap.iter().try_for_each(|e| visit(&e.handle))
+        self.heap
+            .iter()
+            .try_for_each(|e| visit(TimerHandle::as_handle(&e.handle)))
     }
 
-    pub fn clear(&mut self) -> Vec<Py<Handle>> {
+    /// Empties the heap; the timers it held are no longer scheduled.
+    pub fn clear(&mut self, py: Python<'_>) -> Vec<Py<Handle>> {
         self.stats.cancelled.store(0, Ordering::Relaxed);
         std::mem::take(&mut self.heap)
             .into_vec()
             .into_iter()
-            .map(|e| e.handle)
+            .map(|e| e.into_handle(py))
             .collect()
     }
 }
@@ -195,7 +208,7 @@ mod tests {
     use super::*;
     use pyo3::types::PyTuple;
 
-    fn timer(py: Python<'_>, heap: &TimerHeap, when: f64) -> Py<Handle> {
+    fn timer(py: Python<'_>, heap: &TimerHeap, when: f64) -> Py<TimerHandle> {
         let ctx = py
             .import("contextvars")
             .unwrap()
@@ -203,8 +216,9 @@ mod tests {
             .unwrap();
         Py::new(
             py,
-            Handle::new_timer(
+            TimerHandle::new(
                 when,
+                None,
                 py.None(),
                 PyTuple::empty(py).unbind(),
                 crate::handles::HandleContext::given(ctx.unbind()),
@@ -230,7 +244,7 @@ mod tests {
             assert_eq!(heap.next_deadline(), Some(1.0));
             let mut out = Vec::new();
             let mut dropped = Vec::new();
-            heap.pop_due(2.5, &mut dropped, |h| out.push(h));
+            heap.pop_due(py, 2.5, &mut dropped, |h| out.push(h));
             let order: Vec<usize> = out
                 .iter()
                 .map(|h| handles.iter().position(|x| x.is(h)).unwrap())
@@ -253,16 +267,16 @@ mod tests {
                 heap.push(h.clone_ref(py));
             }
             // Cancelling the earliest one: dropped from the top right away.
-            handles[0].get().cancel_internal(py);
+            TimerHandle::cancel_timer(handles[0].bind(py));
             let mut dropped = Vec::new();
-            heap.purge_cancelled(&mut dropped);
+            heap.purge_cancelled(py, &mut dropped);
             assert_eq!(heap.len(), 299);
             assert_eq!(heap.next_deadline(), Some(1.0));
             // Cancelling most of a large heap triggers a full rebuild.
             for h in &handles[100..] {
-                h.get().cancel_internal(py);
+                TimerHandle::cancel_timer(h.bind(py));
             }
-            heap.purge_cancelled(&mut dropped);
+            heap.purge_cancelled(py, &mut dropped);
             assert_eq!(heap.len(), 99);
             assert_eq!(heap.stats.cancelled.load(Ordering::Relaxed), 0);
             assert_eq!(dropped.len(), 201);

@@ -1063,3 +1063,30 @@ def test_memory_kept_after_a_burst_of_callbacks_is_given_back(loop):
 
     grown = run(loop, main())
     assert grown < 1024 * 1024, f"{grown} bytes still held after the burst"
+
+
+def test_cancelled_timers_are_dropped_once_they_are_most_of_the_heap(loop):
+    """asyncio's rule: with more than 100 timers queued, a turn rebuilds the
+    heap once more than half are cancelled. Cancelling twice counts once, and
+    a timer taken out of the heap is no longer `_scheduled`."""
+    def turn():
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    base = loop.time() + 1000
+    timers = [loop.call_at(base + i, lambda: None) for i in range(300)]
+    assert all(t._scheduled for t in timers)
+    # 140 of 300 (not the earliest, which a turn drops anyway), each twice.
+    for t in timers[150:290]:
+        t.cancel()
+        t.cancel()
+    turn()
+    assert len(loop._scheduled) == 300
+    assert all(t._scheduled for t in timers)
+    for t in timers[130:150]:  # now 160 of 300: more than half
+        t.cancel()
+    turn()
+    assert len(loop._scheduled) == 140
+    assert [t._scheduled for t in timers] == [not t.cancelled() for t in timers]
+    for t in timers:
+        t.cancel()
