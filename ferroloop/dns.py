@@ -10,9 +10,13 @@ from . import _compat
 
 _NUMERIC = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 
-# (host, port, type(port), family, type, proto, flags) -> getaddrinfo's answer, for
-# numeric hosts only (they need no lookup, so the answer never changes).
-_numeric_cache: dict = {}
+#: The socket module's own getaddrinfo. Only it may be called in place for a
+#: numeric host: a replacement (a test's fake resolver, a library's patch)
+#: is called in the executor as asyncio calls it, and its answers are never
+#: remembered.
+_SOCKET_GETADDRINFO = socket.getaddrinfo
+
+# Numeric answers a loop remembers, at most this many (then it starts over).
 _NUMERIC_CACHE_SIZE = 1024
 
 
@@ -31,30 +35,38 @@ def _numeric_port(port) -> bool:
 class ResolverMethods:
     """Mixin for `Loop`: getaddrinfo, getnameinfo and the address fast path."""
 
+    #: (host, port, type(port), family, type, proto, flags) -> the answer, for
+    #: numeric hosts only: they need no lookup, so the answer never changes.
+    #: Per loop (set up by `Loop.__init__`), so nothing is shared between
+    #: loops or threads.
+    _numeric_answers: dict
+
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
         self._check_closed()
-        key = (host, port, port.__class__, family, type, proto, flags)
-        try:
-            return list(_numeric_cache[key])
-        except (KeyError, TypeError):
-            pass
-        if _numeric_port(port) and host is not None:
+        if socket.getaddrinfo is _SOCKET_GETADDRINFO:
+            key = (host, port, port.__class__, family, type, proto, flags)
             try:
-                # Cannot block: AI_NUMERICHOST refuses anything needing DNS.
-                infos = socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC)
-            except (socket.gaierror, UnicodeError):
-                pass  # not numeric after all: resolve in a thread below
-            else:
-                # A numeric answer depends on nothing but its arguments (save
-                # AI_ADDRCONFIG, which looks at the interfaces): remember it.
-                if not flags & socket.AI_ADDRCONFIG:
-                    if len(_numeric_cache) >= _NUMERIC_CACHE_SIZE:
-                        _numeric_cache.clear()
-                    try:
-                        _numeric_cache[key] = tuple(infos)
-                    except TypeError:
-                        pass
-                return infos
+                return list(self._numeric_answers[key])
+            except (KeyError, TypeError):
+                pass
+            if _numeric_port(port) and host is not None:
+                try:
+                    # Cannot block: AI_NUMERICHOST refuses anything needing DNS.
+                    infos = _SOCKET_GETADDRINFO(host, port, family, type, proto, flags | _NUMERIC)
+                except (socket.gaierror, UnicodeError):
+                    pass  # not numeric after all: resolve in a thread below
+                else:
+                    # A numeric answer depends on nothing but its arguments
+                    # (save AI_ADDRCONFIG, which looks at the interfaces).
+                    if not flags & socket.AI_ADDRCONFIG:
+                        answers = self._numeric_answers
+                        if len(answers) >= _NUMERIC_CACHE_SIZE:
+                            answers.clear()
+                        try:
+                            answers[key] = tuple(infos)
+                        except TypeError:
+                            pass
+                    return infos
         getaddr_func = socket.getaddrinfo
         if self.get_debug():
             getaddr_func = self._getaddrinfo_debug

@@ -85,6 +85,8 @@ class Loop(
         # Listening Unix sockets to unlink when they stop serving (inode at
         # bind time); asyncio's create_unix_server fills it from 3.13 on.
         self._unix_server_sockets: dict[Any, int] = {}
+        # Numeric getaddrinfo answers (see dns.ResolverMethods).
+        self._numeric_answers: dict = {}
         self.set_debug(coroutines._is_debug_mode())
 
     # Methods CPython's C Task and Future look up on the loop for every

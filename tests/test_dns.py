@@ -108,3 +108,33 @@ def test_getaddrinfo_on_closed_loop(loop):
             coro.send(None)
     finally:
         coro.close()
+
+
+def test_replaced_getaddrinfo_is_called_in_the_executor_and_not_remembered(
+        loop, loop_factory, monkeypatch):
+    """A test's fake resolver (psycopg's, many others) replaces
+    socket.getaddrinfo: asyncio calls it in the executor, even for a numeric
+    host, and an answer it gave does not outlive the patch."""
+    import threading
+
+    calls = []
+
+    def fake(host, port, family=0, type=0, proto=0, flags=0):
+        calls.append((host, threading.current_thread() is threading.main_thread()))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.9.8.7", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    for host in ("127.0.0.1", "foo.invalid"):
+        res = run(loop, loop.getaddrinfo(host, 80, type=socket.SOCK_STREAM))
+        assert res[0][4] == ("10.9.8.7", 80)
+    assert calls == [("127.0.0.1", False), ("foo.invalid", False)]
+    monkeypatch.undo()
+    # The real resolver again: the fake's answer was not kept, by this loop
+    # or any other.
+    other = loop_factory()
+    try:
+        for lp in (loop, other):
+            res = run(lp, lp.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+            assert res[0][4] == ("127.0.0.1", 80)
+    finally:
+        other.close()
