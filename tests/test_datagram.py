@@ -313,6 +313,20 @@ def test_fd_used_by_transport(loop):
     run(loop, main())
 
 
+async def _with_unix_receiver(exercise):
+    """Runs ``exercise(path, rx)`` with a bound, non-blocking Unix datagram
+    socket that reads only when the test does (so a sender to it blocks)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "rx")
+        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        rx.bind(path)
+        rx.setblocking(False)
+        try:
+            await exercise(path, rx)
+        finally:
+            rx.close()
+
+
 def test_queue_when_socket_would_block(loop):
     class Writer(Proto):
         def pause_writing(self):
@@ -320,17 +334,6 @@ def test_queue_when_socket_would_block(loop):
 
         def resume_writing(self):
             self.events.append("resume")
-
-    async def main():
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "rx")
-            rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            rx.bind(path)
-            rx.setblocking(False)
-            try:
-                await exercise(path, rx)
-            finally:
-                rx.close()
 
     async def exercise(path, rx):
         # A Unix datagram receiver that isn't read makes the sender block.
@@ -360,7 +363,7 @@ def test_queue_when_socket_would_block(loop):
         assert t.get_write_buffer_size() == 0
         assert p.events[-2:] == ["resume", "lost"]
 
-    run(loop, main())
+    run(loop, _with_unix_receiver(exercise))
 
 
 def test_queued_datagrams_count_in_write_buffer_size(loop):
@@ -369,17 +372,6 @@ def test_queued_datagrams_count_in_write_buffer_size(loop):
     that last check: it forgot to subtract the 8 bytes, which later 3.13
     releases fixed; ferroloop follows the fixed rule.)"""
     header = 8 if sys.version_info >= (3, 13) else 0
-
-    async def main():
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "rx")
-            rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            rx.bind(path)
-            rx.setblocking(False)
-            try:
-                await exercise(path, rx)
-            finally:
-                rx.close()
 
     async def exercise(path, rx):
         t, p = await loop.create_datagram_endpoint(
@@ -406,7 +398,7 @@ def test_queued_datagrams_count_in_write_buffer_size(loop):
         t.close()
         assert await p.lost is None
 
-    run(loop, main())
+    run(loop, _with_unix_receiver(exercise))
 
 
 def test_endpoint_kept_alive_while_reading(loop):
