@@ -192,7 +192,8 @@ pub struct Handle {
     /// runs once and gives its callback up when it does, so a handle kept
     /// by user code never pins the callback (and what it refers to).
     repeats: bool,
-    /// The base of a `TimerHandle` (never recycled as a plain handle).
+    /// The base of a `TimerHandle`: never recycled as a plain handle, and
+    /// cancelled through the timer (a flag, so neither needs a type check).
     timer: bool,
 }
 
@@ -213,7 +214,6 @@ pub(crate) enum RunOutcome {
 }
 
 impl Handle {
-    #[inline]
     pub(crate) fn new(
         func: PyObject,
         args: Py<PyTuple>,
@@ -248,7 +248,6 @@ impl Handle {
     }
 
     /// A timer's base part; `TimerHandle::new` adds the rest.
-    #[inline]
     fn new_timer_base(
         func: PyObject,
         args: Py<PyTuple>,
@@ -699,7 +698,6 @@ pub struct TimerHandle {
 
 impl TimerHandle {
     /// The initializer of a new timer (its `Handle` part, then its own).
-    #[inline]
     pub(crate) fn new(
         when: f64,
         when_obj: Option<&Bound<'_, PyAny>>,

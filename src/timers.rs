@@ -74,7 +74,6 @@ impl Default for TimerHeap {
 }
 
 impl TimerHeap {
-    #[inline]
     pub fn push(&mut self, handle: Py<TimerHandle>) {
         let h = handle.get();
         h.scheduled.store(true, Ordering::Relaxed);
