@@ -18,6 +18,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
 use crate::os_errors::{last_errno, os_error, raised_would_block, would_block};
@@ -348,6 +349,38 @@ impl DatagramCore {
             .state
             .with(py, |s| std::mem::replace(&mut s.protocol, protocol));
         drop(old);
+    }
+
+    // The protocol usually keeps its transport, which keeps this core: the
+    // collector must see that cycle, or an endpoint left open when its loop
+    // closes would keep its socket (and the loop) forever, where asyncio's
+    // is collected, warned about and closed.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)?;
+        visit.call(&self.sock)?;
+        if let Some(a) = &self.address {
+            visit.call(a)?;
+        }
+        if let Some(res) = self.state.peek(|s| {
+            visit.call(&s.protocol)?;
+            if let Some(c) = &s.last_addr {
+                visit.call(&c.obj)?;
+            }
+            Ok(())
+        }) {
+            res?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::with_gil(|py| {
+            let old = self.state.with(py, |s| {
+                s.last_addr = None;
+                std::mem::replace(&mut s.protocol, py.None())
+            });
+            drop(old);
+        });
     }
 
     /// Flags the Python transport keeps current: `conn_lost` (reads are

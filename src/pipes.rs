@@ -16,6 +16,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
 use crate::os_errors::{last_errno, os_error, would_block};
@@ -58,6 +59,25 @@ impl ReadPipeCore {
             .state
             .with(py, |s| std::mem::replace(&mut s.protocol, protocol));
         drop(old);
+    }
+
+    // Protocol -> transport -> core -> protocol is a cycle the collector
+    // must see (see `DatagramCore`'s traverse).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)?;
+        if let Some(res) = self.state.peek(|s| visit.call(&s.protocol)) {
+            res?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::with_gil(|py| {
+            let old = self
+                .state
+                .with(py, |s| std::mem::replace(&mut s.protocol, py.None()));
+            drop(old);
+        });
     }
 
     /// Reader callback: one read per readiness event. Registered with the

@@ -1,6 +1,11 @@
 """Operations on a closed loop raise RuntimeError('Event loop is closed')."""
 
 import asyncio
+import gc
+import os
+import socket
+import warnings
+import weakref
 
 import pytest
 
@@ -119,3 +124,61 @@ def test_patched_is_closed_does_not_close_the_loop(loop):
             assert loop._closed is False
 
     loop.run_until_complete(main())
+
+
+class _KeepsTransport(asyncio.DatagramProtocol, asyncio.Protocol):
+    """Holds its transport, as nearly every protocol does: a cycle."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+
+async def _open_udp(loop):
+    tr, _ = await loop.create_datagram_endpoint(
+        _KeepsTransport, local_addr=("127.0.0.1", 0))
+    port = tr.get_extra_info("sockname")[1]
+
+    def check_released():
+        # The socket was closed: its port can be bound again.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        finally:
+            s.close()
+
+    return check_released
+
+
+async def _open_read_pipe(loop):
+    r, w = os.pipe()
+    await loop.connect_read_pipe(_KeepsTransport, os.fdopen(r, "rb"))
+
+    def check_released():
+        # The read end was closed: writing finds no reader.
+        try:
+            with pytest.raises(BrokenPipeError):
+                os.write(w, b"x")
+        finally:
+            os.close(w)
+
+    return check_released
+
+
+@pytest.mark.parametrize("opener", [_open_udp, _open_read_pipe], ids=["udp", "read_pipe"])
+def test_transport_left_open_is_collected_after_close(loop_factory, opener):
+    # sanic's HTTP/3 server leaves its UDP endpoint open and closes the loop.
+    # Nothing but the protocol <-> transport cycle holds the transport then:
+    # the collector frees it (it warns and closes its fd) and the loop.
+    loop = loop_factory.raw()
+    check_released = loop.run_until_complete(opener(loop))
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+        gc.collect()
+    assert ref() is None, "the closed loop was not freed"
+    assert any("unclosed transport" in str(w.message) for w in caught)
+    check_released()
+
