@@ -388,6 +388,12 @@ class Loop(
     def _debug(self) -> bool:
         return self.get_debug()
 
+    @_debug.setter
+    def _debug(self, enabled: bool) -> None:
+        # BaseEventLoop's plain flag: assigning it switches debug checks
+        # without set_debug()'s coroutine origin tracking.
+        self._set_debug_flag(bool(enabled))
+
     def set_debug(self, enabled: bool) -> None:
         self._set_debug_flag(bool(enabled))
         if self.is_running():

@@ -624,6 +624,14 @@ impl LoopCore {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// A plain attribute on BaseEventLoop, and some servers assign it (sanic
+    /// resets it after `run_forever` returns): the assignment steers the loop.
+    #[setter(_stopping)]
+    fn set_stopping_attr(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.stopping.store(value.is_truthy()?, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }

@@ -182,3 +182,20 @@ def test_transport_left_open_is_collected_after_close(loop_factory, opener):
     assert any("unclosed transport" in str(w.message) for w in caught)
     check_released()
 
+
+def test_private_flags_are_assignable(loop):
+    # Plain attributes on BaseEventLoop that servers assign: sanic resets
+    # _stopping after run_forever() returns; _debug switches debug checks.
+    errors, backstop = [], []
+    loop.set_exception_handler(lambda l, ctx: errors.append(ctx))
+    loop.call_later(1, lambda: (backstop.append(True), loop.stop()))
+    loop.call_soon(setattr, loop, "_stopping", True)
+    loop.run_forever()
+    assert not errors
+    assert not backstop, "assigning _stopping did not stop the loop"
+    loop._stopping = False
+    assert loop._stopping is False
+    loop._debug = True
+    assert loop.get_debug() is True
+    loop._debug = False
+    assert loop.get_debug() is False
