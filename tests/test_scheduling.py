@@ -89,20 +89,25 @@ def test_call_soon_non_callable_debug_raises(loop):
         loop.call_soon("not callable")
 
 
-def test_call_soon_non_callable_fails_somewhere(loop):
-    # Stock asyncio only checks callability in debug mode; without debug the
-    # error surfaces when the callback runs (via the exception handler).
-    # Either way the bad callback must be reported as a TypeError.
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_non_callable_is_reported_when_it_runs(loop, method):
+    # Outside debug mode asyncio does not check callability when scheduling:
+    # the call returns a handle and the TypeError reaches the exception
+    # handler when the handle runs (sanic's tests schedule a Task this way).
     errors = []
     loop.set_exception_handler(lambda l, ctx: errors.append(ctx))
-    try:
-        loop.call_soon(1)
-    except TypeError:
-        return
-    loop.call_soon(loop.stop)
+    args = {"call_later": (0,), "call_at": (loop.time(),)}.get(method, ())
+    bad = object()
+    handle = getattr(loop, method)(*args, bad)
+    assert isinstance(handle, asyncio.Handle)
+    assert not errors
+    loop.call_later(0.01, loop.stop)
     loop.run_forever()
     assert len(errors) == 1
-    assert isinstance(errors[0].get("exception"), TypeError)
+    assert errors[0]["message"].startswith("Exception in callback ")
+    assert errors[0]["handle"] is handle
+    assert isinstance(errors[0]["exception"], TypeError)
+    assert "not callable" in str(errors[0]["exception"])
 
 
 def test_call_soon_coroutine_debug_raises(loop):
