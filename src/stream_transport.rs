@@ -15,9 +15,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
-use pyo3::exceptions::{
-    PyConnectionError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError,
-};
+use pyo3::exceptions::{PyConnectionError, PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -29,6 +27,7 @@ use std::sync::atomic::Ordering;
 
 use crate::event_loop::LoopCore;
 use crate::gil_cell::GilCell;
+use crate::handles::is_fatal;
 use crate::os_errors::{last_errno, os_error, raised_would_block, would_block};
 use crate::read_buffer::bytes_of;
 
@@ -92,10 +91,6 @@ impl SendError {
             SendError::Raised(e)
         }
     }
-}
-
-fn is_fatal(py: Python<'_>, e: &PyErr) -> bool {
-    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 struct State {
