@@ -15,6 +15,9 @@ from asyncio import events as _events
 #: stream transport applies the same rule when it detaches.
 SERVER_TRACKS_TRANSPORTS = sys.version_info >= (3, 13)
 
+#: From 3.12 a stream transport flushes its write buffer with sock.sendmsg().
+STREAM_SENDMSG = ("sendmsg",) if sys.version_info >= (3, 12) else ()
+
 #: From 3.13 a datagram transport counts 8 bytes of header per queued
 #: datagram in get_write_buffer_size (so many tiny datagrams still reach
 #: the high-water mark).

@@ -28,8 +28,9 @@ _HOT = (
 )
 
 
-# The socket methods asyncio's stream transport does its I/O with.
-_SOCKET_IO = ("recv", "recv_into", "send")
+# The socket methods asyncio's stream transport does its I/O with (from 3.12
+# it flushes its buffer with sendmsg).
+_SOCKET_IO = ("recv", "recv_into", "send") + _compat.STREAM_SENDMSG
 
 
 class _StreamTransport(transports._FlowControlMixin, transports.Transport):

@@ -160,6 +160,9 @@ pub struct StreamTransport {
     /// for such a socket every read and write goes through them here too,
     /// instead of the system calls on its fd.
     py_io: bool,
+    /// With `py_io`, flush the buffer with one `sock.sendmsg(chunks)` as
+    /// asyncio does from 3.12 (before, one `sock.send` of the head chunk).
+    py_sendmsg: bool,
     st: GilCell<State>,
     refs: Mutex<Refs>,
 }
@@ -604,28 +607,56 @@ impl StreamTransport {
     }
 
     /// Sends from the write buffer: one vectored system call, or for a
-    /// `py_io` socket one call of its `send` with the head chunk.
+    /// `py_io` socket one call of its `sendmsg` with the queued chunks
+    /// (3.12+) or of its `send` with the head chunk, as asyncio does.
     fn send_buffer(&self, py: Python<'_>) -> Option<Result<Spent, SendError>> {
         if !self.py_io {
             return self.writev_buffer(py);
         }
-        let (head, off) = self.st.with(py, |s| {
+        let limit = if self.py_sendmsg { MAX_IOV } else { 1 };
+        let (chunks, off) = self.st.with(py, |s| {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
             }
-            Some((s.buf[0].clone_ref(py), s.head_off))
+            let chunks: Vec<PyObject> = s
+                .buf
+                .iter()
+                .take(limit)
+                .map(|b| b.clone_ref(py).into_any())
+                .collect();
+            Some((chunks, s.head_off))
         })?;
-        // What is left of the head chunk, without copying it.
-        let head = head.into_bound(py);
-        let rest = PyMemoryView::from(&head).and_then(|view| {
-            let len = bytes_of(&head).len() as isize;
-            view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1))
-        });
-        let sent = match rest {
-            Ok(rest) => self.py_send(py, &rest),
-            Err(e) => Err(SendError::Raised(e)),
-        };
+        let sent = self.py_send_chunks(py, chunks, off);
         Some(sent.map(|n| self.st.with(py, |s| s.consume(py, n))))
+    }
+
+    /// `sock.send(head[off:])`, or `sock.sendmsg([head[off:], ...])`, with
+    /// the head's rest as a memoryview (no copy).
+    fn py_send_chunks(
+        &self,
+        py: Python<'_>,
+        mut chunks: Vec<PyObject>,
+        off: usize,
+    ) -> Result<usize, SendError> {
+        if off > 0 {
+            let head = chunks[0].bind(py);
+            let rest = PyMemoryView::from(head).and_then(|view| {
+                let len = bytes_of(head.downcast::<PyBytes>()?).len() as isize;
+                view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1))
+            });
+            chunks[0] = rest.map_err(SendError::Raised)?.unbind();
+        }
+        if !self.py_sendmsg {
+            return self.py_send(py, chunks[0].bind(py));
+        }
+        self.sock_obj(py)
+            .and_then(|sock| {
+                let list = pyo3::types::PyList::new(py, chunks)?;
+                sock.bind(py)
+                    .call_method1(intern!(py, "sendmsg"), (list,))?
+                    .extract()
+            })
+            .map_err(|e| SendError::from_raised(py, e))
     }
 
     /// Offers chunks sent in full to the loop's spare `bytes` (an echoed
@@ -737,6 +768,7 @@ impl StreamTransport {
             fd,
             native_loop: lp.downcast::<LoopCore>().is_ok(),
             py_io,
+            py_sendmsg: py_io && sock.py().version_info() >= (3, 12),
             st: GilCell::new(State {
                 lp: Some(lp.clone().unbind()),
                 sock: Some(sock.clone().unbind()),

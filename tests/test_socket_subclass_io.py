@@ -1,11 +1,12 @@
 """A `socket.socket` subclass that overrides its I/O methods (`recv`,
-`recv_into`, `send`; `recvfrom`, `sendto` for datagrams) and is handed to
-the loop (`sock=`): asyncio's transports do their I/O through those methods,
-so the overrides must run (libraries count or filter traffic this way;
-websockets' suite checks it)."""
+`recv_into`, `send`, from 3.12 `sendmsg`; `recvfrom`, `sendto` for
+datagrams) and is handed to the loop (`sock=`): asyncio's transports do their
+I/O through those methods, so the overrides must run (libraries count or
+filter traffic this way; websockets' suite checks it)."""
 
 import asyncio
 import socket
+import sys
 
 from conftest import run
 from _certs import client_context, server_context
@@ -42,6 +43,20 @@ class CountingSocket(socket.socket):
         if self.short_sends:
             data = memoryview(data)[:1000]
         return super().send(data, *args)
+
+    def sendmsg(self, buffers, *args):
+        self.calls.append("sendmsg")
+        if self.block_sends:
+            self.block_sends -= 1
+            raise BlockingIOError
+        if self.short_sends:
+            buffers = [memoryview(next(iter(buffers)))[:1000]]
+        return super().sendmsg(buffers, *args)
+
+
+# From 3.12 asyncio flushes a stream transport's buffer with one sendmsg()
+# of the queued chunks; before, with send() of the first chunk.
+FLUSH = "sendmsg" if sys.version_info >= (3, 12) else "send"
 
 
 class Collect(asyncio.Protocol):
@@ -132,11 +147,48 @@ def test_blocking_and_short_sends_through_override_deliver_everything(loop):
         assert tr.get_write_buffer_size() > 0  # the first send "blocked"
         got = await asyncio.wait_for(proto.done, 20)
         await _close(server, tr)
-        return got, sock.calls.count("send")
+        return got, sock.calls
 
-    got, sends = run(loop, main(), timeout=30)
+    got, calls = run(loop, main(), timeout=30)
     assert got == payload
-    assert sends > len(payload) // 1000  # every chunk went through send()
+    assert calls[0] == "send"  # the write is tried at once
+    # Everything queued after it went through the flushing method, in
+    # pieces of at most 1000 bytes.
+    assert calls.count(FLUSH) > len(payload) // 1000
+    assert set(calls) == {"recv", "send", FLUSH}
+
+
+def test_sendmsg_override_alone_runs_as_in_asyncio(loop):
+    """A class that overrides only sendmsg: asyncio 3.12+ calls it for the
+    queued data, older versions never do."""
+
+    class SendmsgOnly(socket.socket):
+        flushed = 0
+
+        def sendmsg(self, buffers, *args):
+            SendmsgOnly.flushed += 1
+            return super().sendmsg(buffers, *args)
+
+    payload = b"y" * (8 << 20)  # more than loopback takes at once
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        sock = SendmsgOnly(socket.AF_INET, socket.SOCK_STREAM)
+        sock.connect(server.sockets[0].getsockname())
+        sock.setblocking(False)
+        tr, proto = await loop.create_connection(
+            lambda: Collect(loop, len(payload)), sock=sock)
+        tr.write(payload)
+        queued = tr.get_write_buffer_size()
+        assert await asyncio.wait_for(proto.done, 20) == payload
+        await _close(server, tr)
+        return queued
+
+    assert run(loop, main(), timeout=30) > 0
+    if sys.version_info >= (3, 12):
+        assert SendmsgOnly.flushed > 0
+    else:
+        assert SendmsgOnly.flushed == 0
 
 
 def test_error_raised_by_overridden_recv_ends_the_connection(loop):
