@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-bash scripts/build.sh 'pytest>=7' asyncpg redis
+bash scripts/build.sh 'pytest>=7' asyncpg redis cryptography
 bash scripts/test-servers.sh && export FERROLOOP_SERVERS_REQUIRED=1
 export FERROLOOP_REQUIRED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
