@@ -40,7 +40,11 @@ echo "$scratch/pkg" > "$site/ferroloop-scratch.pth"
 
 cd "$scratch/pkg"
 export FERROLOOP_REQUIRED=1
+# Both run even if the first fails (stock asyncio of a .0 release can fail
+# a test of ours where a later patch release fixed it).
+rc=0
 echo "== pytest on Python $ver"
-"$vpy" -m pytest tests -q -p no:cacheprovider "$@"
+"$vpy" -m pytest tests -q -p no:cacheprovider "$@" || rc=1
 echo "== conformance on Python $ver"
-"$vpy" conformance/run.py
+"$vpy" conformance/run.py || rc=1
+exit $rc
