@@ -618,15 +618,11 @@ impl StreamTransport {
             if s.buf.is_empty() || s.conn_lost != 0 {
                 return None;
             }
-            let chunks: Vec<PyObject> = s
-                .buf
-                .iter()
-                .take(limit)
-                .map(|b| b.clone_ref(py).into_any())
-                .collect();
+            let chunks: Vec<Py<PyBytes>> =
+                s.buf.iter().take(limit).map(|b| b.clone_ref(py)).collect();
             Some((chunks, s.head_off))
         })?;
-        let sent = self.py_send_chunks(py, chunks, off);
+        let sent = self.py_send_chunks(py, &chunks, off);
         Some(sent.map(|n| self.st.with(py, |s| s.consume(py, n))))
     }
 
@@ -635,23 +631,25 @@ impl StreamTransport {
     fn py_send_chunks(
         &self,
         py: Python<'_>,
-        mut chunks: Vec<PyObject>,
+        chunks: &[Py<PyBytes>],
         off: usize,
     ) -> Result<usize, SendError> {
-        if off > 0 {
-            let head = chunks[0].bind(py);
-            let rest = PyMemoryView::from(head).and_then(|view| {
-                let len = bytes_of(head.downcast::<PyBytes>()?).len() as isize;
-                view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1))
-            });
-            chunks[0] = rest.map_err(SendError::Raised)?.unbind();
-        }
+        let head = chunks[0].bind(py);
+        let rest = if off == 0 {
+            head.clone().into_any()
+        } else {
+            let len = bytes_of(head).len() as isize;
+            PyMemoryView::from(head)
+                .and_then(|view| view.get_item(pyo3::types::PySlice::new(py, off as isize, len, 1)))
+                .map_err(SendError::Raised)?
+        };
         if !self.py_sendmsg {
-            return self.py_send(py, chunks[0].bind(py));
+            return self.py_send(py, &rest);
         }
         self.sock_obj(py)
             .and_then(|sock| {
-                let list = pyo3::types::PyList::new(py, chunks)?;
+                let list = pyo3::types::PyList::new(py, &chunks[1..])?;
+                list.insert(0, rest)?;
                 sock.bind(py)
                     .call_method1(intern!(py, "sendmsg"), (list,))?
                     .extract()

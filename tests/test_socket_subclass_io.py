@@ -35,20 +35,21 @@ class CountingSocket(socket.socket):
             raise self.fail_recv
         return super().recv_into(*args)
 
-    def send(self, data, *args):
-        self.calls.append("send")
+    def _sending(self, name):
+        """Records a send method's call; raises if it is to 'block'."""
+        self.calls.append(name)
         if self.block_sends:
             self.block_sends -= 1
             raise BlockingIOError
+
+    def send(self, data, *args):
+        self._sending("send")
         if self.short_sends:
             data = memoryview(data)[:1000]
         return super().send(data, *args)
 
     def sendmsg(self, buffers, *args):
-        self.calls.append("sendmsg")
-        if self.block_sends:
-            self.block_sends -= 1
-            raise BlockingIOError
+        self._sending("sendmsg")
         if self.short_sends:
             buffers = [memoryview(next(iter(buffers)))[:1000]]
         return super().sendmsg(buffers, *args)
