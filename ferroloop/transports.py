@@ -131,7 +131,7 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
             reader, writer = loop._get_watch(self._sock_fd)
             info.append("read=polling" if reader is not None else "read=idle")
             state = "polling" if writer is not None else "idle"
-            info.append(f"write=<{state}, bufsize={core.get_write_buffer_size()}>")
+            info.append(f"write=<{state}, bufsize={core._buffer_size}>")
         return "<{}>".format(" ".join(info))
 
     def __del__(self, _warn=warnings.warn):

@@ -1,8 +1,9 @@
 //! `StreamTransport`: the byte path of a connected stream socket (TCP or
 //! Unix): reads into exact-size `bytes` (or a `BufferedProtocol`'s buffer),
 //! writes coalesced per loop turn (what the turn's callbacks wrote goes out
-//! in one `writev` when they are done; outside a turn, or from another
-//! thread, a write is tried at once) with the rest queued and flushed on
+//! in one `writev` when they are done, or earlier when `is_closing()` or
+//! `get_write_buffer_size()` asks; outside a turn, or from another thread,
+//! a write is tried at once) with the rest queued and flushed on
 //! writability, flow control at the water marks, and the close/EOF/
 //! connection_lost sequence of asyncio's selector socket transport.
 //!
@@ -1033,8 +1034,11 @@ impl StreamTransport {
         true
     }
 
-    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
-        self.st.with(py, |s| s.buf_size)
+    /// Sends this turn's queued writes first: right after `write()` asyncio
+    /// reports only what the socket did not take.
+    fn get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        Self::flush(slf)?;
+        Ok(slf.get().st.with(slf.py(), |s| s.buf_size))
     }
 
     fn get_write_buffer_limits(&self, py: Python<'_>) -> (usize, usize) {
@@ -1064,8 +1068,14 @@ impl StreamTransport {
         self.st.with(py, |s| !s.closing && !s.paused)
     }
 
-    fn is_closing(&self, py: Python<'_>) -> bool {
-        self.st.with(py, |s| s.closing)
+    /// Sends this turn's queued writes first, for two reasons: a write that
+    /// fails closes the transport at once on asyncio, and
+    /// `StreamWriter.drain()` calls this, so after `await drain()` the data
+    /// is with the kernel (code that then blocks on the peer must not wait
+    /// for the end of the turn).
+    fn is_closing(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        Self::flush(slf)?;
+        Ok(slf.get().st.with(slf.py(), |s| s.closing))
     }
 
     fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
@@ -1336,6 +1346,12 @@ impl StreamTransport {
     #[getter]
     fn _low_water(&self, py: Python<'_>) -> usize {
         self.st.with(py, |s| s.low)
+    }
+    /// Bytes queued, without the flush `get_write_buffer_size()` does first
+    /// (for `repr`, which must not send).
+    #[getter]
+    fn _buffer_size(&self, py: Python<'_>) -> usize {
+        self.st.with(py, |s| s.buf_size)
     }
 }
 

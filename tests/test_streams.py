@@ -524,6 +524,57 @@ def test_write_from_another_thread_is_sent(loop):
     run(loop, main())
 
 
+
+def test_drain_hands_the_data_to_the_kernel(loop):
+    """After `write(); await drain()` the peer can read the data at once, so
+    a test that then blocks on the peer socket does not hang."""
+    async def main():
+        a, b = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        writer.write(b"ping")
+        await writer.drain()
+        b.settimeout(2)
+        assert b.recv(100) == b"ping"
+        writer.close()
+        await writer.wait_closed()
+        b.close()
+    run(loop, main())
+
+
+def test_write_buffer_size_after_a_write_the_socket_took(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr.write(b"x" * 100)
+        tr.write(b"y" * 100)
+        assert tr.get_write_buffer_size() == 0
+        b.settimeout(2)
+        got = b""
+        while len(got) < 200:
+            got += b.recv(200)
+        assert got == b"x" * 100 + b"y" * 100
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
+
+
+def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
+    """The failed send closes the transport before is_closing() answers."""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        proto = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        b.close()
+        tr.write(b"x")
+        assert tr.is_closing()
+        assert isinstance(await proto.lost, BrokenPipeError)
+    run(loop, main())
+
+
 class _Checker(asyncio.Protocol):
     """Receives messages of repeating sizes and checks each bytes object
     handed over: contents and hash right, and those it keeps (or keeps a
