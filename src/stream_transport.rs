@@ -1045,13 +1045,18 @@ impl StreamTransport {
         self.st.with(py, |s| (s.low, s.high))
     }
 
-    /// Stores already validated limits and re-checks the high mark.
-    fn _set_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
-        self.st.with(py, |s| {
+    /// Stores already validated limits and re-checks the high mark against
+    /// what the socket did not take (this turn's writes are sent first, as
+    /// asyncio would have sent them already).
+    fn _set_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
+        let py = slf.py();
+        Self::flush(slf)?;
+        let this = slf.get();
+        this.st.with(py, |s| {
             s.high = high;
             s.low = low;
         });
-        self.maybe_pause_protocol(py)
+        this.maybe_pause_protocol(py)
     }
 
     fn _maybe_pause_protocol(&self, py: Python<'_>) -> PyResult<()> {

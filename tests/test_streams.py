@@ -561,6 +561,30 @@ def test_write_buffer_size_after_a_write_the_socket_took(loop):
     run(loop, main())
 
 
+def test_lowering_the_high_mark_right_after_a_write(loop):
+    """The socket took the write, so nothing is buffered and a high mark of
+    0 does not pause the protocol."""
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+
+        class P(Collect):
+            paused = 0
+            def pause_writing(self):
+                self.paused += 1
+
+        proto = P(loop)
+        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr.write(b"x" * 100)
+        tr.set_write_buffer_limits(high=0)
+        assert proto.paused == 0
+        assert tr.get_write_buffer_limits() == (0, 0)
+        tr.close()
+        await proto.lost
+        b.close()
+    run(loop, main())
+
+
 def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
     """The failed send closes the transport before is_closing() answers."""
     async def main():
