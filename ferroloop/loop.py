@@ -586,8 +586,9 @@ class Loop(
 
     @property
     def _scheduled(self) -> list:
-        # Only its length is meaningful to callers (asyncio's own tests).
-        return [None] * self._timer_count()
+        # A snapshot of the pending TimerHandles, earliest first (a valid
+        # heapq heap); changing the list does not change the loop.
+        return self._timer_snapshot()
 
 
 def _fileobj_to_fd(fileobj) -> int:

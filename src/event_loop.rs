@@ -130,7 +130,7 @@ impl LoopCore {
     #[inline]
     fn now(slf: &Bound<'_, Self>) -> PyResult<f64> {
         if !slf.get().time_patched.load(Ordering::Relaxed) {
-            return Ok(monotonic());
+            return crate::timers::loop_clock(slf.py());
         }
         slf.call_method0(intern!(slf.py(), "time"))?.extract()
     }
@@ -503,9 +503,10 @@ impl LoopCore {
         })
     }
 
-    /// The loop clock (monotonic seconds, the same clock as `time.monotonic`).
-    pub(crate) fn time(&self) -> f64 {
-        monotonic()
+    /// The loop clock (monotonic seconds: `time.monotonic()`, read natively
+    /// unless a test replaced it).
+    pub(crate) fn time(&self, py: Python<'_>) -> PyResult<f64> {
+        crate::timers::loop_clock(py)
     }
 
     /// Re-reads what `self.time` is and, unless it is the native clock,
@@ -777,6 +778,13 @@ impl LoopCore {
         let list = PyList::new(py, tmp.iter().map(|h| h.clone_ref(py)));
         this.ready.restore_front(py, &mut tmp);
         list
+    }
+
+    /// The pending timers, earliest first: asyncio's `loop._scheduled`,
+    /// which some test suites walk to fire timers by hand.
+    fn _timer_snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let handles = self.timers.with(py, |t| t.snapshot(py));
+        PyList::new(py, handles)
     }
 
     /// Number of pending timers (asyncio's `len(loop._scheduled)`).

@@ -219,8 +219,11 @@ noargs_method!(
     time_entry,
     "time",
     "time($self, /)\n--\n\nThe loop clock (monotonic seconds).",
-    // SAFETY: returns a new reference or NULL with an exception set.
-    |_py, lp| Ok(unsafe { ffi::PyFloat_FromDouble(lp.get().time()) })
+    |py, lp| {
+        let now = lp.get().time(py)?;
+        // SAFETY: returns a new reference or NULL with an exception set.
+        Ok(unsafe { ffi::PyFloat_FromDouble(now) })
+    }
 );
 
 noargs_method!(

@@ -11,7 +11,11 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyDict;
 
 use crate::handles::{Handle, TimerHandle, TimerStats};
 
@@ -162,6 +166,15 @@ impl TimerHeap {
         }
     }
 
+    /// The pending timers, earliest first (so the list is also a valid
+    /// `heapq` heap, as asyncio's `loop._scheduled` is).
+    pub fn snapshot(&self, py: Python<'_>) -> Vec<Py<TimerHandle>> {
+        let mut entries: Vec<&Entry> = self.heap.iter().collect();
+        // Entry's order is reversed for the max-heap: sort descending.
+        entries.sort_unstable_by(|a, b| b.cmp(a));
+        entries.iter().map(|e| e.handle.clone_ref(py)).collect()
+    }
+
     pub fn traverse<E>(&self, visit: impl Fn(&Py<Handle>) -> Result<(), E>) -> Result<(), E> {
         self.heap
             .iter()
@@ -179,7 +192,48 @@ impl TimerHeap {
     }
 }
 
-/// The loop clock: `CLOCK_MONOTONIC` in seconds, the clock behind
+/// The `time` module's namespace and the `time.monotonic` found in it when
+/// the extension loaded (set once, by `init_clock`).
+static TIME_MODULE: GILOnceCell<(Py<PyDict>, PyObject)> = GILOnceCell::new();
+
+/// Remembers the real `time.monotonic`; run when the extension loads, before
+/// any test can replace it.
+pub fn init_clock(py: Python<'_>) -> PyResult<()> {
+    TIME_MODULE.get_or_try_init(py, || -> PyResult<_> {
+        let time = py.import("time")?;
+        let real = time.getattr("monotonic")?.unbind();
+        Ok((time.dict().unbind(), real))
+    })?;
+    Ok(())
+}
+
+/// `loop.time()`: asyncio's is `time.monotonic()` looked up on each call, so
+/// test suites that replace it (`mock.patch("time.monotonic")`, freezegun)
+/// move the loop's clock. The native clock is read unless that happened.
+pub fn loop_clock(py: Python<'_>) -> PyResult<f64> {
+    if let Some((namespace, real)) = TIME_MODULE.get(py) {
+        let key = intern!(py, "monotonic");
+        // SAFETY: a lookup in a live dict; the result is borrowed and only
+        // compared here (it is increfed below before anything is called).
+        let found = unsafe { ffi::PyDict_GetItemWithError(namespace.as_ptr(), key.as_ptr()) };
+        if found != real.as_ptr() {
+            if found.is_null() {
+                if let Some(err) = PyErr::take(py) {
+                    return Err(err);
+                }
+                return Err(pyo3::exceptions::PyAttributeError::new_err(
+                    "module 'time' has no attribute 'monotonic'",
+                ));
+            }
+            // SAFETY: `found` is a live object borrowed from the dict.
+            let replaced = unsafe { Bound::from_borrowed_ptr(py, found) };
+            return replaced.call0()?.extract();
+        }
+    }
+    Ok(monotonic())
+}
+
+/// The native clock: `CLOCK_MONOTONIC` in seconds, the clock behind
 /// `time.monotonic()`, so values mix with code that reads that directly.
 pub fn monotonic() -> f64 {
     let mut ts = libc::timespec {

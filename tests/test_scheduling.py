@@ -423,6 +423,74 @@ def test_time_advances_while_running(loop):
     assert run(loop, main()) >= 0.02
 
 
+
+def test_time_follows_a_patched_time_monotonic(loop):
+    """asyncio's loop.time() calls time.monotonic(), so suites that patch it
+    (mock.patch, freezegun) move the loop's clock, and timers with it."""
+    from unittest import mock
+
+    fired = []
+
+    async def main():
+        with mock.patch("time.monotonic", return_value=1000.0):
+            assert loop.time() == 1000.0
+            loop.call_at(1000.5, fired.append, "late")
+            loop.call_at(999.0, fired.append, "due")
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert fired == ["due"]
+        assert loop.time() < 1000.0 or time.monotonic() >= 1000.0
+        return loop.time()
+
+    t = run(loop, main())
+    assert abs(t - time.monotonic()) < 1.0
+
+
+def test_time_monotonic_patched_while_the_loop_sleeps(loop):
+    """A fast-forwarded clock wakes a sleeping timer on the next turn."""
+    from unittest import mock
+
+    async def main():
+        base = time.monotonic()
+        clock = mock.Mock(return_value=base)
+        with mock.patch("time.monotonic", clock):
+            waiter = asyncio.ensure_future(asyncio.sleep(3600, "woke"))
+            await asyncio.sleep(0)
+            clock.return_value = base + 7200
+            # The poll still sleeps by the old deadline: wake it.
+            loop.call_soon(lambda: None)
+            return await asyncio.wait_for(waiter, 3600 * 3)
+
+    assert run(loop, main()) == "woke"
+
+
+def test_scheduled_lists_the_pending_timer_handles(loop):
+    """loop._scheduled holds the pending TimerHandles, earliest first (a
+    heapq heap, as asyncio's is); some suites fire them by hand."""
+    async def main():
+        now = loop.time()
+        later = loop.call_at(now + 200, lambda: None)
+        soon = loop.call_at(now + 100, lambda: None)
+        last = loop.call_at(now + 300, lambda: None)
+        scheduled = list(loop._scheduled)
+        assert all(isinstance(h, asyncio.TimerHandle) for h in scheduled)
+        mine = sorted((h for h in scheduled if h in (soon, later, last)), key=asyncio.TimerHandle.when)
+        assert mine == [soon, later, last]
+        whens = [h.when() for h in scheduled]
+        assert all(whens[(i - 1) // 2] <= whens[i] for i in range(1, len(whens)))
+        # Firing one by hand and cancelling it, as zeroconf's tests do.
+        got = []
+        h = loop.call_at(now + 50, got.append, "by hand")
+        (mine,) = [x for x in loop._scheduled if x is h]
+        mine._run()
+        mine.cancel()
+        assert got == ["by hand"]
+        for t in (soon, later, last):
+            t.cancel()
+
+    run(loop, main())
+
+
 def test_call_soon_threadsafe_wakes_blocked_loop(loop):
     loop.call_later(10, loop.stop)  # long pending timer; also a hang guard
 
