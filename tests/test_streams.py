@@ -44,6 +44,17 @@ class Collect(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
+async def _connected_pair(loop, proto=None):
+    """A transport on one end of a socketpair, its protocol (a Collect unless
+    given), and the other end as a plain blocking socket."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    if proto is None:
+        proto = Collect(loop)
+    tr, _ = await loop.create_connection(lambda: proto, sock=a)
+    return tr, proto, b
+
+
 def test_tcp_echo_protocol(loop):
     async def main():
         server = await loop.create_server(Echo, "127.0.0.1", 0)
@@ -360,14 +371,12 @@ def test_sendfile(loop, fallback_only, tmp_path):
 
 def test_transport_fd_is_guarded(loop):
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
+        fd = tr.get_extra_info("socket").fileno()
         with pytest.raises(RuntimeError, match="is used by transport"):
-            loop.add_reader(a.fileno(), lambda: None)
+            loop.add_reader(fd, lambda: None)
         with pytest.raises(RuntimeError, match="is used by transport"):
-            loop.remove_writer(a.fileno())
+            loop.remove_writer(fd)
         tr.close()
         await proto.lost
         b.close()
@@ -396,10 +405,7 @@ def test_unclosed_transport_warns_and_closes(loop_factory):
 
 def test_connection_lost_error_on_reset_by_write(loop):
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         b.close()
         for _ in range(20):
             tr.write(b"x" * 1000)
@@ -460,10 +466,7 @@ def test_write_from_resume_writing_then_close_releases_fd(loop):
 
 def test_many_writes_in_one_callback_then_close(loop):
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         parts = [bytes([65 + i % 26]) * (i + 1) for i in range(300)]
         for p in parts:
             tr.write(p)
@@ -487,10 +490,7 @@ def test_many_writes_in_one_callback_then_close(loop):
 
 def test_write_outside_running_loop(loop):
     async def setup():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         return tr, proto, b
 
     tr, proto, b = run(loop, setup())
@@ -508,10 +508,7 @@ def test_write_from_another_thread_is_sent(loop):
     import threading
 
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         t = threading.Thread(target=tr.write, args=(b"from thread",))
         t.start()
         t.join()
@@ -543,10 +540,7 @@ def test_drain_hands_the_data_to_the_kernel(loop):
 
 def test_write_buffer_size_after_a_write_the_socket_took(loop):
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         tr.write(b"x" * 100)
         tr.write(b"y" * 100)
         assert tr.get_write_buffer_size() == 0
@@ -565,16 +559,12 @@ def test_lowering_the_high_mark_right_after_a_write(loop):
     """The socket took the write, so nothing is buffered and a high mark of
     0 does not pause the protocol."""
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-
         class P(Collect):
             paused = 0
             def pause_writing(self):
                 self.paused += 1
 
-        proto = P(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop, P(loop))
         tr.write(b"x" * 100)
         tr.set_write_buffer_limits(high=0)
         assert proto.paused == 0
@@ -588,10 +578,7 @@ def test_lowering_the_high_mark_right_after_a_write(loop):
 def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
     """The failed send closes the transport before is_closing() answers."""
     async def main():
-        a, b = socket.socketpair()
-        a.setblocking(False)
-        proto = Collect(loop)
-        tr, _ = await loop.create_connection(lambda: proto, sock=a)
+        tr, proto, b = await _connected_pair(loop)
         b.close()
         tr.write(b"x")
         assert tr.is_closing()
