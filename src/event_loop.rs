@@ -41,12 +41,12 @@ pub struct LoopCore {
     debug: AtomicBool,
     slow_callback_duration: AtomicU64,
     clock_resolution: f64,
-    /// Stream transports with writes to send when this turn's callbacks
-    /// are done (one vectored write each per turn).
-    pub(crate) turn_end: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
-    pub(crate) turn_end_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    /// Stream transports with writes to send when the running callback
+    /// returns (one vectored write each).
+    pub(crate) pending_writes: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    pub(crate) pending_writes_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     /// The thread running turns (`pthread_self`), 0 when none is: only
-    /// writes made on that thread wait for the end of the turn.
+    /// writes made on that thread wait for their callback to return.
     pub(crate) turning: AtomicU64,
     /// Set when `loop.time` is not the native clock: a test's patch
     /// (`mock.patch.object(loop, "time")`) or a subclass's override. The
@@ -394,6 +394,15 @@ impl LoopCore {
             } else if err.is_none() {
                 this.keep_spare(py, handle);
             }
+            // The stream writes this callback made go out before the next
+            // callback runs (one `writev` per transport), so whatever runs
+            // next, a reader of the peer included, sees them as on asyncio.
+            let err = if this.pending_writes.with(py, |v| v.is_empty()) {
+                err
+            } else {
+                let flushed = crate::stream_transport::flush_pending_writes(slf);
+                err.or_else(|| flushed.err())
+            };
             if let Some(err) = err {
                 // Leave what this turn did not reach for the next run, in order.
                 this.ready.restore_front(py, &mut batch);
@@ -402,12 +411,7 @@ impl LoopCore {
             }
         }
         this.batch.with(py, |slot| *slot = batch);
-        // Most turns queued no stream write: check before calling out.
-        if this.turn_end.with(py, |v| v.is_empty()) {
-            return result;
-        }
-        let flushed = crate::stream_transport::flush_turn_end(slf);
-        result.and(flushed)
+        result
     }
 
     /// Adapts the spare list's limit to a turn of `turn_len` handles and
@@ -489,8 +493,8 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             slow_callback_duration: AtomicU64::new(0.1f64.to_bits()),
             clock_resolution: monotonic_resolution(),
-            turn_end: GilCell::new(Vec::new()),
-            turn_end_spare: GilCell::new(Vec::new()),
+            pending_writes: GilCell::new(Vec::new()),
+            pending_writes_spare: GilCell::new(Vec::new()),
             turning: AtomicU64::new(0),
             time_patched: AtomicBool::new(false),
             current_handle: GilCell::new(None),
@@ -680,9 +684,9 @@ impl LoopCore {
         };
         this.stopping.store(false, Ordering::Relaxed);
         this.turning.store(0, Ordering::Relaxed);
-        // Writes made by the last turn's callbacks are already flushed;
-        // anything queued since (none normally) goes out now.
-        result.and(crate::stream_transport::flush_turn_end(slf))
+        // Each callback's writes are already flushed; anything queued since
+        // (none normally) goes out now.
+        result.and(crate::stream_transport::flush_pending_writes(slf))
     }
 
     // ---- file descriptors -------------------------------------------------
@@ -824,8 +828,8 @@ impl LoopCore {
             .unwrap_or(Ok(()))?;
         self.reactor.traverse(visit_handle)?;
         self.signals.traverse(visit_handle)?;
-        // Transports waiting for the end-of-turn flush are held strongly.
-        self.turn_end
+        // Transports waiting for their flush are held strongly.
+        self.pending_writes
             .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
             .unwrap_or(Ok(()))?;
         visit.call(&self.tasks_module)?;
@@ -864,7 +868,7 @@ impl LoopCore {
         let ready = this.ready.clear(py);
         let timers = this.timers.with(py, |t| t.clear(py));
         let watches = this.reactor.take_all(py);
-        let flushes = this.turn_end.with(py, std::mem::take);
+        let flushes = this.pending_writes.with(py, std::mem::take);
         let signals = this.signals.clear(py);
         let spare = this.spare_handles.with(py, std::mem::take);
         drop(spare);

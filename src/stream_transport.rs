@@ -1,9 +1,9 @@
 //! `StreamTransport`: the byte path of a connected stream socket (TCP or
 //! Unix): reads into exact-size `bytes` (or a `BufferedProtocol`'s buffer),
-//! writes coalesced per loop turn (what the turn's callbacks wrote goes out
-//! in one `writev` when they are done, or earlier when `is_closing()` or
-//! `get_write_buffer_size()` asks; outside a turn, or from another thread,
-//! a write is tried at once) with the rest queued and flushed on
+//! writes coalesced per callback (what one of the loop's callbacks wrote
+//! goes out in one `writev` when it returns, or earlier when `is_closing()`
+//! or `get_write_buffer_size()` asks; outside a turn, or from another
+//! thread, a write is tried at once) with the rest queued and flushed on
 //! writability, flow control at the water marks, and the close/EOF/
 //! connection_lost sequence of asyncio's selector socket transport.
 //!
@@ -112,7 +112,7 @@ struct State {
     conn_lost: u32,
     empty_waiter: Option<PyObject>,
     big_reads: bool,
-    /// Data waits in `buf` for the end-of-turn flush.
+    /// Data waits in `buf` for the flush after the running callback.
     flush_pending: bool,
     /// The fd is watched for writability (`_write_ready`).
     writer_on: bool,
@@ -154,7 +154,7 @@ struct Refs {
 #[pyclass(module = "ferroloop._ferroloop", frozen, weakref)]
 pub struct StreamTransport {
     fd: RawFd,
-    /// The loop is ferroloop's (so writes can wait for the end of the turn).
+    /// The loop is ferroloop's (so writes can wait for their callback to return).
     native_loop: bool,
     /// The socket's class overrides `recv`/`recv_into`/`send`: asyncio's
     /// transport does its I/O through those methods, so the overrides run;
@@ -668,7 +668,8 @@ impl StreamTransport {
         }
     }
 
-    /// End-of-turn flush (or early, when a turn's writes pass the high mark).
+    /// The flush after a callback (or earlier: when its writes pass the high
+    /// mark, or something asks for the buffer's state).
     pub(crate) fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -936,8 +937,8 @@ impl StreamTransport {
         }
         let mut off = 0usize;
         if !queued {
-            // Inside a loop turn: queue, and send everything this turn wrote
-            // in one vectored write when the turn's callbacks are done.
+            // Inside one of the loop's callbacks: queue, and send everything
+            // it wrote in one vectored write when it returns.
             if let Some(lp) = this.core(py).filter(|_| !this.py_io) {
                 {
                     let core = lp.get();
@@ -952,7 +953,8 @@ impl StreamTransport {
                             s.flush_pending = true;
                             s.buf_size > s.high
                         });
-                        core.turn_end.with(py, |v| v.push(slf.clone().unbind()));
+                        core.pending_writes
+                            .with(py, |v| v.push(slf.clone().unbind()));
                         if over {
                             Self::flush(slf)?;
                         }
@@ -1034,7 +1036,7 @@ impl StreamTransport {
         true
     }
 
-    /// Sends this turn's queued writes first: right after `write()` asyncio
+    /// Sends the queued writes first: right after `write()` asyncio
     /// reports only what the socket did not take.
     fn get_write_buffer_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
         Self::flush(slf)?;
@@ -1046,7 +1048,7 @@ impl StreamTransport {
     }
 
     /// Stores already validated limits and re-checks the high mark against
-    /// what the socket did not take (this turn's writes are sent first, as
+    /// what the socket did not take (queued writes are sent first, as
     /// asyncio would have sent them already).
     fn _set_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
         let py = slf.py();
@@ -1073,11 +1075,11 @@ impl StreamTransport {
         self.st.with(py, |s| !s.closing && !s.paused)
     }
 
-    /// Sends this turn's queued writes first, for two reasons: a write that
+    /// Sends the queued writes first, for two reasons: a write that
     /// fails closes the transport at once on asyncio, and
     /// `StreamWriter.drain()` calls this, so after `await drain()` the data
-    /// is with the kernel (code that then blocks on the peer must not wait
-    /// for the end of the turn).
+    /// is with the kernel (code that then blocks on the peer, in the same
+    /// callback, must not wait for the callback to return).
     fn is_closing(slf: &Bound<'_, Self>) -> PyResult<bool> {
         Self::flush(slf)?;
         Ok(slf.get().st.with(slf.py(), |s| s.closing))
@@ -1139,7 +1141,7 @@ impl StreamTransport {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        // Writes queued this turn go out first, as they would have already.
+        // Queued writes go out first, as they would have already.
         Self::flush(slf)?;
         let (go, empty) = this.st.with(py, |s| {
             if s.closing {
@@ -1371,25 +1373,26 @@ impl StreamTransport {
     }
 }
 
-/// Runs the end-of-turn flushes the loop's callbacks queued. Errors are
+/// Runs the flushes a callback's writes queued. Errors are
 /// reported through the loop's exception handler, except SystemExit and
 /// KeyboardInterrupt, which propagate once every transport is flushed.
-pub(crate) fn flush_turn_end(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+pub(crate) fn flush_pending_writes(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
     let py = lp.py();
     let core = lp.get();
     let mut result = Ok(());
     // Flushing can run protocol callbacks that write again: a few rounds.
     for _ in 0..8 {
-        if core.turn_end.with(py, |v| v.is_empty()) {
+        if core.pending_writes.with(py, |v| v.is_empty()) {
             break;
         }
         // Swap in the spare vector (keeps both allocations across turns).
-        let mut pending = core.turn_end_spare.with(py, std::mem::take);
-        core.turn_end.with(py, |v| std::mem::swap(v, &mut pending));
+        let mut pending = core.pending_writes_spare.with(py, std::mem::take);
+        core.pending_writes
+            .with(py, |v| std::mem::swap(v, &mut pending));
         flush_all(lp, &pending, &mut result)?;
         // As Bound: a plain decref each, without a Py's GIL-state lookup.
         pending.drain(..).for_each(|t| drop(t.into_bound(py)));
-        core.turn_end_spare.with(py, |v| {
+        core.pending_writes_spare.with(py, |v| {
             if v.capacity() == 0 {
                 *v = pending;
             }

@@ -990,7 +990,9 @@ def test_patched_loop_time_drives_timers(loop):
     from unittest import mock
 
     async def main():
-        now = loop.time()
+        # A whole number: now + 1000 + 2600 == now + 3600 exactly, so the
+        # two timers' order is not left to the last bit of a float sum.
+        now = float(int(loop.time()))
         fired = []
         with mock.patch.object(loop, "time") as t:
             t.return_value = now

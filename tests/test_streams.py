@@ -575,6 +575,41 @@ def test_lowering_the_high_mark_right_after_a_write(loop):
     run(loop, main())
 
 
+def test_each_callbacks_writes_are_sent_before_the_next_callback(loop):
+    """A write made by a call_soon callback is with the kernel before the
+    peer's reader (queued after it in the same turn) reads: the peer gets
+    both writes in one data_received, as on asyncio (asyncua's suite
+    depends on this)."""
+    async def main():
+        chunks = []
+        got_all = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def data_received(self, data):
+                self.tr.write(b"A" * 72)
+                loop.call_soon(self.tr.write, b"B" * 85)
+
+        class Client(asyncio.Protocol):
+            def data_received(self, data):
+                chunks.append(len(data))
+                if sum(chunks) == 157:
+                    got_all.set_result(None)
+
+        srv = await loop.create_server(Server, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(Client, *srv.sockets[0].getsockname())
+        await asyncio.sleep(0.05)
+        tr.write(b"req")
+        await asyncio.wait_for(got_all, 5)
+        assert chunks == [157]
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+    run(loop, main())
+
+
 def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
     """The failed send closes the transport before is_closing() answers."""
     async def main():
