@@ -182,7 +182,20 @@ impl LoopCore {
     /// Debug mode: where a handle was created, as asyncio records it.
     fn capture_traceback(py: Python<'_>) -> PyResult<PyObject> {
         // No Python frame exists for this native method, so frame 0 is the caller.
-        let frame = py.import("sys")?.call_method1("_getframe", (0,))?;
+        // A thread with no Python frame at all (a native thread calling
+        // `call_soon_threadsafe`, say) has nothing to record: an empty stack,
+        // where `sys._getframe` would raise.
+        let frame = match py.import("sys")?.call_method1("_getframe", (0,)) {
+            Ok(frame) => frame,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyValueError>(py) => {
+                return Ok(py
+                    .import("traceback")?
+                    .getattr("StackSummary")?
+                    .call0()?
+                    .unbind());
+            }
+            Err(e) => return Err(e),
+        };
         let tb = py
             .import("asyncio.format_helpers")?
             .call_method1("extract_stack", (frame,))?;

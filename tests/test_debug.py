@@ -211,6 +211,23 @@ def test_debug_call_soon_threadsafe_from_other_thread_ok(loop):
     assert run(loop, main()) == "ok"
 
 
+def test_debug_call_soon_threadsafe_from_a_thread_with_no_python_frame(loop):
+    """_thread.start_new_thread calls the function straight from C: the new
+    thread has no Python frame, as a native library's own thread (a Rust or C
+    extension calling back into the loop) has none. Debug mode still records
+    a (here empty) source traceback instead of failing the call."""
+    import _thread
+    loop.set_debug(True)
+
+    async def main():
+        fut = loop.create_future()
+        _thread.start_new_thread(loop.call_soon_threadsafe,
+                                 (fut.set_result, "ok"))
+        return await asyncio.wait_for(fut, 5)
+
+    assert run(loop, main()) == "ok"
+
+
 def test_coroutine_origin_tracking_in_debug(loop):
     before = sys.get_coroutine_origin_tracking_depth()
     assert before == 0
