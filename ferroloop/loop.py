@@ -143,11 +143,20 @@ class Loop(
             f"closed={self.is_closed()} debug={self.get_debug()}>"
         )
 
-    def __del__(self, _warn=warnings.warn) -> None:
+    def __del__(self, _warn=warnings.warn, _finalizing=sys.is_finalizing) -> None:
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
-            if not self.is_running():
+            if self.is_running():
+                return
+            if not _finalizing():
                 self.close()
+                return
+            # Interpreter shutdown: module globals that close() reads (the
+            # debug log's logger, sys, os) may already be None. A stock loop
+            # sits in a reference cycle and is never finalized here at all;
+            # this one is freed as soon as the policy drops it, so it closes
+            # what needs no globals: its fds and its pending callbacks.
+            self._close_core()
 
     # ---- running and stopping ------------------------------------------------
 

@@ -324,3 +324,35 @@ def test_daemon_thread_loop_running_at_interpreter_exit(loop_kind, tmp_path, wak
             text=True, timeout=60, env=subprocess_env())
         assert (proc.returncode, proc.stdout, proc.stderr) == (
             0, "main thread exits\n", ""), proc
+
+
+UNCLOSED_DEBUG_LOOP_AT_EXIT = """
+import asyncio, sys, warnings
+warnings.simplefilter("ignore", ResourceWarning)
+if sys.argv[1] == "ferroloop":
+    import ferroloop
+    loop = ferroloop.new_event_loop()
+else:
+    loop = asyncio.new_event_loop()
+loop.set_debug(True)
+asyncio.set_event_loop(loop)   # the policy keeps it until finalization
+print("exits", flush=True)
+"""
+
+
+def test_unclosed_debug_loop_at_interpreter_exit(loop_kind, tmp_path):
+    # A debug-mode loop left unclosed and set as the current loop (as
+    # aiosmtpd's suite does) is freed while the interpreter tears its
+    # modules down: closing it then must not trip over module globals that
+    # are already None (close()'s debug log did: "Exception ignored in
+    # Loop.__del__ ... TypeError: 'NoneType' object is not callable").
+    import subprocess
+
+    from conftest import subprocess_env
+
+    script = tmp_path / "unclosed_loop.py"
+    script.write_text(UNCLOSED_DEBUG_LOOP_AT_EXIT)
+    proc = subprocess.run(
+        [sys.executable, str(script), loop_kind], capture_output=True,
+        text=True, timeout=60, env=subprocess_env())
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "exits\n", ""), proc
