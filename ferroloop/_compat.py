@@ -5,6 +5,7 @@ address fast paths); importing them keeps ferroloop identical to stock
 asyncio, and keeping them here means a CPython change touches one file.
 """
 
+import functools
 import sys
 
 from asyncio import base_events as _base_events
@@ -66,3 +67,47 @@ def logger():
     """asyncio's logger, looked up at call time: test suites patch
     ``asyncio.base_events.logger`` and expect the loop to log through it."""
     return _base_events.logger
+
+
+#: BaseEventLoop methods a stock loop (``_UnixSelectorEventLoop``) inherits
+#: unchanged, and that are not on a hot path: a test's
+#: ``mock.patch.object(asyncio.BaseEventLoop, name, ...)`` reaches every
+#: stock loop through them, and `follow_base_patches` makes it reach
+#: ferroloop's too (asyncssh's and aioice's suites patch create_connection
+#: and create_datagram_endpoint this way). call_soon, time, create_task and
+#: the other per-wake-up methods are left out: the check costs a dict lookup.
+PATCHABLE_BASE_METHODS = (
+    "create_connection", "create_server", "create_datagram_endpoint",
+    "connect_accepted_socket", "start_tls", "sendfile", "sock_sendfile",
+    "getaddrinfo", "getnameinfo", "connect_read_pipe", "connect_write_pipe",
+    "subprocess_exec", "subprocess_shell", "run_in_executor",
+    "set_default_executor", "shutdown_asyncgens", "shutdown_default_executor",
+    "get_exception_handler", "set_exception_handler",
+    "default_exception_handler", "call_exception_handler",
+    "get_task_factory", "set_task_factory",
+)
+
+
+def follow_base_patches(cls) -> None:
+    """Wraps each of `PATCHABLE_BASE_METHODS` on `cls` so that, while
+    ``asyncio.BaseEventLoop.<name>`` is replaced, a call on a ferroloop loop
+    goes to the replacement, bound as Python would bind it for a subclass
+    of BaseEventLoop; otherwise to ferroloop's own method."""
+    base = vars(_base_events.BaseEventLoop)  # a live view of the class dict
+    for name in PATCHABLE_BASE_METHODS:
+        setattr(cls, name, _following(base, name, getattr(cls, name)))
+
+
+def _following(base, name, own):
+    original = base[name]
+
+    @functools.wraps(own)
+    def method(self, *args, **kwargs):
+        current = base.get(name, original)
+        if current is original:
+            return own(self, *args, **kwargs)
+        get = getattr(type(current), "__get__", None)
+        bound = current if get is None else get(current, self, type(self))
+        return bound(*args, **kwargs)
+
+    return method

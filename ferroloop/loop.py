@@ -600,6 +600,8 @@ class Loop(
         return self._timer_snapshot()
 
 
+_compat.follow_base_patches(Loop)
+
 def _fileobj_to_fd(fileobj) -> int:
     if isinstance(fileobj, int):
         fd = fileobj

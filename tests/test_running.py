@@ -4,6 +4,7 @@ close, is_running/is_closed, running-loop bookkeeping."""
 import asyncio
 import contextlib
 import gc
+import socket
 import threading
 import weakref
 
@@ -611,3 +612,40 @@ def test_subclassing_loop(loop_factory):
     assert loop.custom == 42
     assert loop.run_until_complete(asyncio.sleep(0, "sub")) == "sub"
     assert isinstance(loop, base)
+
+
+def test_patching_base_event_loop_methods_reaches_the_loop(loop):
+    """A stock loop inherits create_connection & co. from BaseEventLoop, so
+    test suites patch them there (asyncssh: a slow create_connection to test
+    its connect timeout; aioice: create_datagram_endpoint). The patch
+    reaches the loop, bound as for a subclass; a Mock, which does not bind,
+    is called without the loop. Unpatched, the loop's own method runs."""
+    from unittest import mock
+
+    seen = []
+
+    async def slow_connect(self, *args, **kwargs):
+        seen.append((self is loop, args))
+        await asyncio.sleep(3600)
+
+    async def main():
+        with mock.patch("asyncio.BaseEventLoop.create_connection", slow_connect):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    loop.create_connection(asyncio.Protocol, "", 1), 0.05)
+        assert seen == [(True, (asyncio.Protocol, "", 1))]
+        endpoint = mock.Mock(return_value="patched")
+        with mock.patch.object(
+                asyncio.BaseEventLoop, "create_datagram_endpoint", endpoint):
+            assert loop.create_datagram_endpoint(1, local_addr=2) == "patched"
+        endpoint.assert_called_once_with(1, local_addr=2)
+        # Restored: the real methods again.
+        with pytest.raises(ConnectionRefusedError):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            sock.close()
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert (await loop.getaddrinfo("127.0.0.1", 80))[0][4] == ("127.0.0.1", 80)
+
+    run(loop, main())
