@@ -6,6 +6,7 @@ asyncio, and keeping them here means a CPython change touches one file.
 """
 
 import functools
+import inspect
 import sys
 
 from asyncio import base_events as _base_events
@@ -35,6 +36,8 @@ def check_datagram_socket(sock, socket_module) -> None:
     elif sock.type != socket_module.SOCK_DGRAM:
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
+#: A stock loop's base class, whose methods tests patch (see below).
+BaseEventLoop = _base_events.BaseEventLoop
 #: Stops the loop once the future given to run_until_complete is done.
 run_until_complete_cb = _base_events._run_until_complete_cb
 #: Numeric-address fast path of asyncio's resolver (no thread hop).
@@ -76,10 +79,11 @@ def logger():
 #: ferroloop's too (asyncssh's and aioice's suites patch create_connection
 #: and create_datagram_endpoint this way). call_soon, time, create_task and
 #: the other per-wake-up methods are left out: the check costs a dict lookup.
+#: getaddrinfo (a benchmark row) does the check inline.
 PATCHABLE_BASE_METHODS = (
     "create_connection", "create_server", "create_datagram_endpoint",
     "connect_accepted_socket", "start_tls", "sendfile", "sock_sendfile",
-    "getaddrinfo", "getnameinfo", "connect_read_pipe", "connect_write_pipe",
+    "getnameinfo", "connect_read_pipe", "connect_write_pipe",
     "subprocess_exec", "subprocess_shell", "run_in_executor",
     "set_default_executor", "shutdown_asyncgens", "shutdown_default_executor",
     "get_exception_handler", "set_exception_handler",
@@ -92,8 +96,10 @@ def follow_base_patches(cls) -> None:
     """Wraps each of `PATCHABLE_BASE_METHODS` on `cls` so that, while
     ``asyncio.BaseEventLoop.<name>`` is replaced, a call on a ferroloop loop
     goes to the replacement, bound as Python would bind it for a subclass
-    of BaseEventLoop; otherwise to ferroloop's own method."""
-    base = vars(_base_events.BaseEventLoop)  # a live view of the class dict
+    of BaseEventLoop; otherwise to ferroloop's own method. For a coroutine
+    method the replacement is called when the call is awaited (not when it
+    is made), which code that awaits the call cannot tell apart."""
+    base = vars(BaseEventLoop)  # a live view of the class dict
     for name in PATCHABLE_BASE_METHODS:
         setattr(cls, name, _following(base, name, getattr(cls, name)))
 
@@ -101,13 +107,32 @@ def follow_base_patches(cls) -> None:
 def _following(base, name, own):
     original = base[name]
 
-    @functools.wraps(own)
-    def method(self, *args, **kwargs):
-        current = base.get(name, original)
-        if current is original:
-            return own(self, *args, **kwargs)
-        get = getattr(type(current), "__get__", None)
-        bound = current if get is None else get(current, self, type(self))
-        return bound(*args, **kwargs)
+    # A coroutine method stays one (inspect.iscoroutinefunction, and so
+    # mock's autospec, which then builds an AsyncMock: aiohttp's suite).
+    if inspect.iscoroutinefunction(own):
+
+        @functools.wraps(own)
+        async def method(self, *args, **kwargs):
+            current = base.get(name, original)
+            if current is original:
+                return await own(self, *args, **kwargs)
+            return await bind_like_a_subclass(current, self)(*args, **kwargs)
+
+    else:
+
+        @functools.wraps(own)
+        def method(self, *args, **kwargs):
+            current = base.get(name, original)
+            if current is original:
+                return own(self, *args, **kwargs)
+            return bind_like_a_subclass(current, self)(*args, **kwargs)
 
     return method
+
+
+def bind_like_a_subclass(attr, loop):
+    """`attr` as ``loop.<name>`` would give it were it found on a base class:
+    a function is bound, a Mock (not a descriptor) is not."""
+    get = getattr(type(attr), "__get__", None)
+    return attr if get is None else get(attr, loop, type(loop))
+

@@ -634,11 +634,20 @@ def test_patching_base_event_loop_methods_reaches_the_loop(loop):
                 await asyncio.wait_for(
                     loop.create_connection(asyncio.Protocol, "", 1), 0.05)
         assert seen == [(True, (asyncio.Protocol, "", 1))]
-        endpoint = mock.Mock(return_value="patched")
+        endpoint = mock.AsyncMock(return_value="patched")
         with mock.patch.object(
                 asyncio.BaseEventLoop, "create_datagram_endpoint", endpoint):
-            assert loop.create_datagram_endpoint(1, local_addr=2) == "patched"
-        endpoint.assert_called_once_with(1, local_addr=2)
+            assert await loop.create_datagram_endpoint(1, local_addr=2) == "patched"
+        endpoint.assert_awaited_once_with(1, local_addr=2)
+        gai = mock.AsyncMock(return_value=["answer"])
+        with mock.patch.object(asyncio.BaseEventLoop, "getaddrinfo", gai):
+            assert await loop.getaddrinfo("example.com", 80) == ["answer"]
+        # (ferroloop passes the keyword arguments' defaults explicitly)
+        gai.assert_awaited_once()
+        assert gai.await_args.args == ("example.com", 80)
+        executor = mock.Mock(return_value="future")
+        with mock.patch.object(asyncio.BaseEventLoop, "run_in_executor", executor):
+            assert loop.run_in_executor(None, print) == "future"
         # Restored: the real methods again.
         with pytest.raises(ConnectionRefusedError):
             sock = socket.socket()
@@ -647,5 +656,30 @@ def test_patching_base_event_loop_methods_reaches_the_loop(loop):
             sock.close()
             await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
         assert (await loop.getaddrinfo("127.0.0.1", 80))[0][4] == ("127.0.0.1", 80)
+
+    run(loop, main())
+
+
+def test_coroutine_methods_are_coroutine_functions(loop):
+    """inspect.iscoroutinefunction answers as for a stock loop, method by
+    method: mock's autospec decides by it whether to build an AsyncMock
+    (aiohttp's suite awaits autospecced create_connection & co.)."""
+    import inspect
+    from unittest import mock
+
+    stock = asyncio.new_event_loop()
+    try:
+        for name in dir(asyncio.AbstractEventLoop):
+            if not name.startswith("_"):
+                assert inspect.iscoroutinefunction(getattr(loop, name)) == \
+                    inspect.iscoroutinefunction(getattr(stock, name)), name
+    finally:
+        stock.close()
+
+    async def main():
+        with mock.patch.object(loop, "create_connection", autospec=True) as cc:
+            cc.return_value = ("transport", "protocol")
+            assert await loop.create_connection(asyncio.Protocol, "h", 1) == (
+                "transport", "protocol")
 
     run(loop, main())
