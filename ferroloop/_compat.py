@@ -135,4 +135,3 @@ def bind_like_a_subclass(attr, loop):
     a function is bound, a Mock (not a descriptor) is not."""
     get = getattr(type(attr), "__get__", None)
     return attr if get is None else get(attr, loop, type(loop))
-

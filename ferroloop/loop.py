@@ -602,6 +602,7 @@ class Loop(
 
 _compat.follow_base_patches(Loop)
 
+
 def _fileobj_to_fd(fileobj) -> int:
     if isinstance(fileobj, int):
         fd = fileobj
