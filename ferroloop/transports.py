@@ -9,6 +9,7 @@ still works as it does on asyncio's transports."""
 
 from __future__ import annotations
 
+import socket
 import warnings
 from asyncio import base_events, constants, futures, transports
 from asyncio.log import logger
@@ -16,6 +17,8 @@ from asyncio.log import logger
 from . import _compat
 from ._ferroloop import StreamTransport as _Core
 from ._transport_base import io_overridden, report_fatal_error, socket_extra
+
+_INET = (socket.AF_INET, socket.AF_INET6)
 
 _HOT = (
     "write",
@@ -57,6 +60,12 @@ class _StreamTransport(transports._FlowControlMixin, transports.Transport):
                 server._attach()
         loop._transports[self._sock_fd] = self
         base_events._set_nodelay(sock)
+        if sock.family in _INET:
+            # Both ends on this loop? Then writes between them can wait for
+            # the end of the turn unobserved (see LoopCore.deferred_writes).
+            name, peer = self._extra["sockname"], self._extra["peername"]
+            if name is not None and peer is not None:
+                core._link_peer((name, peer), (peer, name))
         loop.call_soon(protocol.connection_made, self)
         # Reading starts only once connection_made() has run.
         loop.call_soon(core._start_reading)

@@ -45,6 +45,15 @@ pub struct LoopCore {
     /// returns (one vectored write each).
     pub(crate) pending_writes: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     pub(crate) pending_writes_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    /// Stream transports whose peer is another transport of this loop
+    /// (`StreamTransport::_link_peer`), with writes that wait for the end of
+    /// the turn, or for that peer's next read if it comes first: nothing
+    /// else in the process can read them, so the wait cannot be observed,
+    /// and a turn's reads and writes each go out in a run.
+    pub(crate) deferred_writes: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
+    /// This loop's TCP transports by `(sockname, peername)`, as weak
+    /// references: how a new transport finds its peer.
+    pub(crate) stream_endpoints: Py<PyDict>,
     /// The thread running turns (`pthread_self`), 0 when none is: only
     /// writes made on that thread wait for their callback to return.
     pub(crate) turning: AtomicU64,
@@ -424,7 +433,8 @@ impl LoopCore {
             }
         }
         this.batch.with(py, |slot| *slot = batch);
-        result
+        // Before the next poll: the writes that waited for the turn's end.
+        result.and(crate::stream_transport::flush_deferred_writes(slf))
     }
 
     /// Adapts the spare list's limit to a turn of `turn_len` handles and
@@ -508,6 +518,8 @@ impl LoopCore {
             clock_resolution: monotonic_resolution(),
             pending_writes: GilCell::new(Vec::new()),
             pending_writes_spare: GilCell::new(Vec::new()),
+            deferred_writes: GilCell::new(Vec::new()),
+            stream_endpoints: PyDict::new(py).unbind(),
             turning: AtomicU64::new(0),
             time_patched: AtomicBool::new(false),
             current_handle: GilCell::new(None),
@@ -699,7 +711,9 @@ impl LoopCore {
         this.turning.store(0, Ordering::Relaxed);
         // Each callback's writes are already flushed; anything queued since
         // (none normally) goes out now.
-        result.and(crate::stream_transport::flush_pending_writes(slf))
+        result
+            .and(crate::stream_transport::flush_pending_writes(slf))
+            .and(crate::stream_transport::flush_deferred_writes(slf))
     }
 
     // ---- file descriptors -------------------------------------------------
@@ -842,9 +856,11 @@ impl LoopCore {
         self.reactor.traverse(visit_handle)?;
         self.signals.traverse(visit_handle)?;
         // Transports waiting for their flush are held strongly.
-        self.pending_writes
-            .peek(|v| v.iter().try_for_each(|t| visit.call(t)))
-            .unwrap_or(Ok(()))?;
+        for list in [&self.pending_writes, &self.deferred_writes] {
+            list.peek(|v| v.iter().try_for_each(|t| visit.call(t)))
+                .unwrap_or(Ok(()))?;
+        }
+        visit.call(&self.stream_endpoints)?;
         visit.call(&self.tasks_module)?;
         visit.call(&self.futures_module)?;
         self.current_handle
@@ -862,8 +878,11 @@ impl LoopCore {
         let signals = self.signals.clear(py);
         let current = self.current_handle.with(py, Option::take);
         let spare = self.spare_handles.with(py, std::mem::take);
+        let flushes = self.pending_writes.with(py, std::mem::take);
+        let deferred = self.deferred_writes.with(py, std::mem::take);
+        self.stream_endpoints.bind(py).clear();
         release_all(py, ready, timers, watches, signals);
-        drop((current, spare));
+        drop((current, spare, flushes, deferred));
     }
 
     // ---- shutdown ----------------------------------------------------------
@@ -882,13 +901,15 @@ impl LoopCore {
         let timers = this.timers.with(py, |t| t.clear(py));
         let watches = this.reactor.take_all(py);
         let flushes = this.pending_writes.with(py, std::mem::take);
+        let deferred = this.deferred_writes.with(py, std::mem::take);
+        this.stream_endpoints.bind(py).clear();
         let signals = this.signals.clear(py);
         let spare = this.spare_handles.with(py, std::mem::take);
         drop(spare);
         this.spare_bytes.clear(py);
         this.reactor.close();
         this.self_pipe.close();
-        drop(flushes);
+        drop((flushes, deferred));
         release_all(py, ready, timers, watches, signals);
     }
 }

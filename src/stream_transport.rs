@@ -2,8 +2,10 @@
 //! Unix): reads into exact-size `bytes` (or a `BufferedProtocol`'s buffer),
 //! writes coalesced per callback (what one of the loop's callbacks wrote
 //! goes out in one `writev` when it returns, or earlier when `is_closing()`
-//! or `get_write_buffer_size()` asks; outside a turn, or from another
-//! thread, a write is tried at once) with the rest queued and flushed on
+//! or `get_write_buffer_size()` asks; when the other end is a transport of
+//! the same loop, at the end of the turn or before that end reads; outside a
+//! turn, or from another thread, a write is tried at once) with the rest
+//! queued and flushed on
 //! writability, flow control at the water marks, and the close/EOF/
 //! connection_lost sequence of asyncio's selector socket transport.
 //!
@@ -21,7 +23,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyType, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use std::sync::atomic::Ordering;
@@ -116,6 +118,12 @@ struct State {
     flush_pending: bool,
     /// The fd is watched for writability (`_write_ready`).
     writer_on: bool,
+    /// The transport at the other end of this connection, when it belongs to
+    /// the same loop (`_link_peer`): writes then wait in the loop's
+    /// `deferred_writes`, and a read first sends what the peer holds.
+    peer: Option<Py<StreamTransport>>,
+    /// This transport's key in the loop's `stream_endpoints`.
+    endpoint: Option<PyObject>,
 }
 
 impl State {
@@ -793,6 +801,8 @@ impl StreamTransport {
                 big_reads: false,
                 flush_pending: false,
                 writer_on: false,
+                peer: None,
+                endpoint: None,
             }),
             refs: Mutex::new(Refs {
                 wrapper: Some(wrapper.clone().unbind()),
@@ -810,6 +820,10 @@ impl StreamTransport {
                 visit.call(p)?;
             }
         }
+        // Two linked transports hold each other.
+        self.st
+            .peek(|s| s.peer.as_ref().map_or(Ok(()), |p| visit.call(p)))
+            .unwrap_or(Ok(()))?;
         Ok(())
     }
 
@@ -818,12 +832,30 @@ impl StreamTransport {
             let mut refs = self.refs();
             (refs.wrapper.take(), refs.protocol.take())
         };
-        drop(old);
+        // SAFETY: tp_clear is only called by the collector, with the GIL held.
+        let py = unsafe { Python::assume_gil_acquired() };
+        let peer = self.st.with(py, |s| s.peer.take());
+        drop((old, peer));
     }
 
     // ---- readiness callbacks ----------------------------------------------
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        // What the peer on this loop wrote and still holds goes out first:
+        // on asyncio it would be in the socket already.
+        let peer = slf
+            .get()
+            .st
+            .with(py, |s| s.peer.as_ref().map(|p| p.clone_ref(py)));
+        if let Some(peer) = peer {
+            let peer = peer.into_bound(py);
+            if peer.get().st.with(py, |s| s.flush_pending) {
+                if let Some(lp) = slf.get().core(py) {
+                    flush_reporting(&lp, &peer)?;
+                }
+            }
+        }
         // A read that fills the whole buffer means more is waiting: take a
         // few more now instead of one per poll (as libuv does).
         for _ in 0..READS_PER_EVENT {
@@ -938,7 +970,8 @@ impl StreamTransport {
         let mut off = 0usize;
         if !queued {
             // Inside one of the loop's callbacks: queue, and send everything
-            // it wrote in one vectored write when it returns.
+            // it wrote in one vectored write when it returns (or, to a peer
+            // on this loop, at the end of the turn or before the peer reads).
             if let Some(lp) = this.core(py).filter(|_| !this.py_io) {
                 {
                     let core = lp.get();
@@ -946,15 +979,22 @@ impl StreamTransport {
                     let me = unsafe { libc::pthread_self() } as u64;
                     if core.turning.load(Ordering::Relaxed) == me {
                         let len = raw.len();
-                        let over = this.st.with(py, |s| {
+                        let (over, first, linked) = this.st.with(py, |s| {
                             s.head_off = 0;
                             s.buf_size += len;
                             s.buf.push_back(bytes.clone().unbind());
-                            s.flush_pending = true;
-                            s.buf_size > s.high
+                            let first = !std::mem::replace(&mut s.flush_pending, true);
+                            (s.buf_size > s.high, first, s.peer.is_some())
                         });
-                        core.pending_writes
-                            .with(py, |v| v.push(slf.clone().unbind()));
+                        // Listed once: flush() clears flush_pending.
+                        if first {
+                            let list = if linked {
+                                &core.deferred_writes
+                            } else {
+                                &core.pending_writes
+                            };
+                            list.with(py, |v| v.push(slf.clone().unbind()));
+                        }
                         if over {
                             Self::flush(slf)?;
                         }
@@ -1216,6 +1256,7 @@ impl StreamTransport {
         } else {
             Ok(())
         };
+        Self::unlink_peer(slf)?;
         let (sock, lp, server, waiter) = this.st.with(py, |s| {
             (
                 s.sock.take(),
@@ -1283,6 +1324,43 @@ impl StreamTransport {
             fut.call_method1(intern!(py, "set_result"), (py.None(),))?;
         }
         Ok(fut.unbind())
+    }
+
+    /// Called once by the wrapper with this connection's `(sockname,
+    /// peername)` and the reverse: if a transport of this loop has the
+    /// reverse, the two are the ends of one connection and are linked.
+    fn _link_peer(
+        slf: &Bound<'_, Self>,
+        mine: &Bound<'_, PyAny>,
+        theirs: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(lp) = this.core(py).filter(|_| !this.py_io) else {
+            return Ok(());
+        };
+        let endpoints = lp.get().stream_endpoints.bind(py);
+        let found = match endpoints.get_item(theirs)? {
+            Some(r) => r
+                .downcast_into::<PyWeakrefReference>()?
+                .upgrade_as::<StreamTransport>()?,
+            None => None,
+        };
+        if let Some(peer) = found.filter(|p| {
+            !p.is(slf)
+                && p.get()
+                    .st
+                    .with(py, |s| s.peer.is_none() && s.sock.is_some())
+        }) {
+            peer.get()
+                .st
+                .with(py, |s| s.peer = Some(slf.clone().unbind()));
+            this.st.with(py, |s| s.peer = Some(peer.unbind()));
+        }
+        endpoints.set_item(mine, PyWeakrefReference::new(slf)?)?;
+        this.st
+            .with(py, |s| s.endpoint = Some(mine.clone().unbind()));
+        Ok(())
     }
 
     fn _reset_empty_waiter(&self, py: Python<'_>) {
@@ -1363,6 +1441,39 @@ impl StreamTransport {
 }
 
 impl StreamTransport {
+    /// Before the socket closes: leaves the loop's endpoint table and
+    /// unlinks the peer, sending what it holds first (on asyncio it would
+    /// already be in this socket, and a close with unread data resets).
+    fn unlink_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (peer, key) = this.st.with(py, |s| (s.peer.take(), s.endpoint.take()));
+        if let (Some(key), Some(lp)) = (key, this.core(py)) {
+            let endpoints = lp.get().stream_endpoints.bind(py);
+            let ours = match endpoints.get_item(&key)? {
+                Some(r) => r
+                    .downcast_into::<PyWeakrefReference>()?
+                    .upgrade()
+                    .is_none_or(|t| t.is(slf)),
+                None => false,
+            };
+            if ours {
+                endpoints.del_item(&key)?;
+            }
+        }
+        if let Some(peer) = peer {
+            let peer = peer.into_bound(py);
+            let pending = peer.get().st.with(py, |s| {
+                s.peer = None;
+                s.flush_pending
+            });
+            if let (true, Some(lp)) = (pending, this.core(py)) {
+                flush_reporting(&lp, &peer)?;
+            }
+        }
+        Ok(())
+    }
+
     fn schedule_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
         let py = slf.py();
         if let Some(lp) = slf.get().lp(py) {
@@ -1377,21 +1488,38 @@ impl StreamTransport {
 /// reported through the loop's exception handler, except SystemExit and
 /// KeyboardInterrupt, which propagate once every transport is flushed.
 pub(crate) fn flush_pending_writes(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+    flush_list(lp, &lp.get().pending_writes)
+}
+
+/// Runs the flushes that waited for the end of the turn (writes to a peer
+/// on this loop), as `flush_pending_writes`.
+pub(crate) fn flush_deferred_writes(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
+    flush_list(lp, &lp.get().deferred_writes)
+}
+
+fn flush_list(lp: &Bound<'_, LoopCore>, list: &GilCell<Vec<Py<StreamTransport>>>) -> PyResult<()> {
     let py = lp.py();
     let core = lp.get();
     let mut result = Ok(());
     // Flushing can run protocol callbacks that write again: a few rounds.
     for _ in 0..8 {
-        if core.pending_writes.with(py, |v| v.is_empty()) {
+        if list.with(py, |v| v.is_empty()) {
             break;
         }
         // Swap in the spare vector (keeps both allocations across turns).
         let mut pending = core.pending_writes_spare.with(py, std::mem::take);
-        core.pending_writes
-            .with(py, |v| std::mem::swap(v, &mut pending));
-        flush_all(lp, &pending, &mut result)?;
-        // As Bound: a plain decref each, without a Py's GIL-state lookup.
-        pending.drain(..).for_each(|t| drop(t.into_bound(py)));
+        list.with(py, |v| std::mem::swap(v, &mut pending));
+        // Every transport is flushed even after an error: each is listed
+        // only while its flush_pending is set.
+        for t in pending.drain(..) {
+            // As Bound: a plain decref, without a Py's GIL-state lookup.
+            let t = t.into_bound(py);
+            if let Err(e) = flush_reporting(lp, &t) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
         core.pending_writes_spare.with(py, |v| {
             if v.capacity() == 0 {
                 *v = pending;
@@ -1401,25 +1529,19 @@ pub(crate) fn flush_pending_writes(lp: &Bound<'_, LoopCore>) -> PyResult<()> {
     result
 }
 
-fn flush_all(
-    lp: &Bound<'_, LoopCore>,
-    pending: &[Py<StreamTransport>],
-    result: &mut PyResult<()>,
-) -> PyResult<()> {
+/// One transport's flush; an error is reported through the loop's
+/// exception handler, except SystemExit and KeyboardInterrupt (returned).
+fn flush_reporting(lp: &Bound<'_, LoopCore>, t: &Bound<'_, StreamTransport>) -> PyResult<()> {
     let py = lp.py();
-    for t in pending.iter() {
-        if let Err(e) = StreamTransport::flush(t.bind(py)) {
-            if is_fatal(py, &e) {
-                if result.is_ok() {
-                    *result = Err(e);
-                }
-                continue;
-            }
+    match StreamTransport::flush(t) {
+        Ok(()) => Ok(()),
+        Err(e) if is_fatal(py, &e) => Err(e),
+        Err(e) => {
             let ctx = pyo3::types::PyDict::new(py);
             ctx.set_item("message", "Exception in stream transport flush")?;
             ctx.set_item("exception", e.into_value(py))?;
             lp.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+            Ok(())
         }
     }
-    Ok(())
 }

@@ -610,6 +610,138 @@ def test_each_callbacks_writes_are_sent_before_the_next_callback(loop):
     run(loop, main())
 
 
+def test_peer_reader_later_in_the_turn_gets_writes_of_earlier_callbacks_unix(loop):
+    """The same over a Unix socket (whose peer ferroloop does not look up)."""
+    async def main():
+        chunks = []
+        got_all = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, tr):
+                self.tr = tr
+
+            def data_received(self, data):
+                self.tr.write(b"A" * 72)
+                loop.call_soon(self.tr.write, b"B" * 85)
+
+        class Client(asyncio.Protocol):
+            def data_received(self, data):
+                chunks.append(len(data))
+                if sum(chunks) == 157:
+                    got_all.set_result(None)
+
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "s")
+            srv = await loop.create_unix_server(Server, path)
+            tr, _ = await loop.create_unix_connection(Client, path)
+            await asyncio.sleep(0.05)
+            tr.write(b"req")
+            await asyncio.wait_for(got_all, 5)
+            assert chunks == [157]
+            tr.close()
+            srv.close()
+            await srv.wait_closed()
+    run(loop, main())
+
+
+def test_write_reaches_a_plain_socket_peer_before_the_next_callback(loop):
+    """The peer is a plain socket of this process, not a transport: a
+    callback later in the same turn can read the write with recv()."""
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        tr, _ = await loop.create_connection(asyncio.Protocol, *lsock.getsockname())
+        peer, _ = lsock.accept()
+        lsock.close()
+        got = loop.create_future()
+
+        def read_now():
+            try:
+                got.set_result(peer.recv(100, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                got.set_result(b"")
+
+        loop.call_soon(tr.write, b"hello")
+        loop.call_soon(read_now)
+        assert await got == b"hello"
+        tr.close()
+        await asyncio.sleep(0)
+        peer.close()
+    run(loop, main())
+
+
+def test_close_after_a_write_in_an_earlier_callback_keeps_callback_order(loop):
+    """write() in one callback, close() in the next, then a call_soon():
+    connection_lost is queued before that call_soon's callback, as on
+    asyncio (whose write sent the data at once, so close() found the
+    buffer empty), also when both ends are transports of one loop."""
+    async def main():
+        events = []
+        accepted = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, tr):
+                accepted.set_result(tr)
+
+            def connection_lost(self, exc):
+                events.append("lost")
+
+        srv = await loop.create_server(Server, "127.0.0.1", 0)
+        client = Collect(loop)
+        tr, _ = await loop.create_connection(lambda: client, *srv.sockets[0].getsockname())
+        str_ = await accepted
+        done = loop.create_future()
+        loop.call_soon(str_.write, b"bye")
+        loop.call_soon(str_.close)
+        loop.call_soon(loop.call_soon, events.append, "next")
+        loop.call_soon(loop.call_soon, done.set_result, None)
+        await done
+        await asyncio.sleep(0)
+        assert events == ["lost", "next"]
+        await asyncio.wait_for(client.lost, 5)
+        assert bytes(client.data) == b"bye"
+        srv.close()
+        await srv.wait_closed()
+    run(loop, main())
+
+
+def test_unclosed_transports_of_one_connection_are_collected(loop_factory):
+    """Both ends of a connection on one loop, never closed: once the loop is
+    closed and the last reference dropped, the collector frees them (with
+    asyncio's ResourceWarning), although each end refers to the other."""
+    import gc
+    import warnings
+    import weakref
+
+    lp = loop_factory()
+    made = []
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, tr):
+            made.append(tr)
+
+    async def main():
+        srv = await lp.create_server(Keep, "127.0.0.1", 0)
+        await lp.create_connection(Keep, *srv.sockets[0].getsockname())
+        while len(made) < 2:
+            await asyncio.sleep(0.01)
+        srv.close()
+        await srv.wait_closed()
+
+    lp.run_until_complete(main())
+    lp.close()
+    refs = [weakref.ref(t) for t in made]
+    socks = [t.get_extra_info("socket") for t in made]
+    made.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert sum(issubclass(w.category, ResourceWarning) for w in caught) == 2
+    assert all(s.fileno() == -1 for s in socks)
+
+
 def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
     """The failed send closes the transport before is_closing() answers."""
     async def main():
