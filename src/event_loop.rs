@@ -47,9 +47,9 @@ pub struct LoopCore {
     pub(crate) pending_writes_spare: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     /// Stream transports whose peer is another transport of this loop
     /// (`StreamTransport::_link_peer`), with writes that wait for the end of
-    /// the turn, or for that peer's next read if it comes first: nothing
-    /// else in the process can read them, so the wait cannot be observed,
-    /// and a turn's reads and writes each go out in a run.
+    /// the turn, or for that peer's next read if it comes first: only the
+    /// peer reads that socket (short of a dup of its fd), so the wait
+    /// cannot be observed, and a turn's reads and writes each go out in a run.
     pub(crate) deferred_writes: GilCell<Vec<Py<crate::stream_transport::StreamTransport>>>,
     /// This loop's TCP transports by `(sockname, peername)`, as weak
     /// references: how a new transport finds its peer.
