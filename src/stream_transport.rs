@@ -820,9 +820,17 @@ impl StreamTransport {
                 visit.call(p)?;
             }
         }
-        // Two linked transports hold each other.
+        // The loop, socket and server can lead back here (a server's
+        // protocol factory that keeps its protocols, say), and two linked
+        // transports hold each other.
         self.st
-            .peek(|s| s.peer.as_ref().map_or(Ok(()), |p| visit.call(p)))
+            .peek(|s| -> Result<(), PyTraverseError> {
+                let objs = [&s.lp, &s.sock, &s.server, &s.empty_waiter, &s.endpoint];
+                for o in objs.into_iter().flatten() {
+                    visit.call(o)?;
+                }
+                s.peer.as_ref().map_or(Ok(()), |p| visit.call(p))
+            })
             .unwrap_or(Ok(()))?;
         Ok(())
     }
@@ -834,8 +842,16 @@ impl StreamTransport {
         };
         // SAFETY: tp_clear is only called by the collector, with the GIL held.
         let py = unsafe { Python::assume_gil_acquired() };
-        let peer = self.st.with(py, |s| s.peer.take());
-        drop((old, peer));
+        let taken = self.st.with(py, |s| {
+            (
+                s.peer.take(),
+                s.server.take(),
+                s.empty_waiter.take(),
+                s.lp.take(),
+                s.sock.take(),
+            )
+        });
+        drop((old, taken));
     }
 
     // ---- readiness callbacks ----------------------------------------------

@@ -683,38 +683,48 @@ def test_close_after_a_write_in_an_earlier_callback_keeps_callback_order(loop):
 
 
 def test_unclosed_transports_of_one_connection_are_collected(loop_factory):
-    """Both ends of a connection on one loop, never closed: once the loop is
-    closed and the last reference dropped, the collector frees them (with
-    asyncio's ResourceWarning), although each end refers to the other."""
+    """Both ends of a connection on one loop, never closed, with a server
+    whose protocol factory keeps its protocols: once the loop is closed and
+    the last outside reference dropped, the collector frees both transports
+    and the loop (with asyncio's ResourceWarning for each transport),
+    though each end refers to the other and the server side, through its
+    server, to the factory that keeps its protocol."""
     import gc
     import warnings
     import weakref
 
-    lp = loop_factory()
-    made = []
+    lp = loop_factory.raw()  # not kept by the fixture: closed here
+    server_side = []
 
     class Keep(asyncio.Protocol):
         def connection_made(self, tr):
-            made.append(tr)
+            self.tr = tr
+
+    def factory():
+        server_side.append(Keep())
+        return server_side[-1]
 
     async def main():
-        srv = await lp.create_server(Keep, "127.0.0.1", 0)
-        await lp.create_connection(Keep, *srv.sockets[0].getsockname())
-        while len(made) < 2:
+        srv = await lp.create_server(factory, "127.0.0.1", 0)
+        tr, _ = await lp.create_connection(Keep, *srv.sockets[0].getsockname())
+        while not server_side:
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
         srv.close()
         await srv.wait_closed()
+        return tr
 
-    lp.run_until_complete(main())
+    tr = lp.run_until_complete(main())
     lp.close()
-    refs = [weakref.ref(t) for t in made]
-    socks = [t.get_extra_info("socket") for t in made]
-    made.clear()
+    refs = [weakref.ref(tr), weakref.ref(server_side[0].tr), weakref.ref(lp)]
+    socks = [tr.get_extra_info("socket"), server_side[0].tr.get_extra_info("socket")]
+    del tr, lp, server_side, factory, main
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gc.collect()
-    assert [r() for r in refs] == [None, None]
-    assert sum(issubclass(w.category, ResourceWarning) for w in caught) == 2
+    assert [r() for r in refs] == [None, None, None]
+    unclosed = [w for w in caught if "unclosed transport" in str(w.message)]
+    assert len(unclosed) == 2
     assert all(s.fileno() == -1 for s in socks)
 
 
