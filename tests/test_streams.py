@@ -710,8 +710,9 @@ def test_unclosed_transports_of_one_connection_are_collected(loop_factory):
         while not server_side:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.01)
+        # Not wait_closed(): from 3.12 it waits for the open connection.
         srv.close()
-        await srv.wait_closed()
+        await asyncio.sleep(0)
         return tr
 
     tr = lp.run_until_complete(main())
