@@ -686,6 +686,12 @@ impl LoopCore {
             .store(value.to_bits(), Ordering::Relaxed);
     }
 
+    /// The endpoint table (`stream_endpoints`), for tests.
+    #[getter]
+    fn _stream_endpoints(&self, py: Python<'_>) -> Py<PyDict> {
+        self.stream_endpoints.clone_ref(py)
+    }
+
     /// One loop turn: poll, queue ready I/O and due timers, run the snapshot.
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::collect_ready(slf)?;

@@ -842,6 +842,7 @@ impl StreamTransport {
         };
         // SAFETY: tp_clear is only called by the collector, with the GIL held.
         let py = unsafe { Python::assume_gil_acquired() };
+        self.forget_endpoint(py);
         let taken = self.st.with(py, |s| {
             (
                 s.peer.take(),
@@ -1456,7 +1457,35 @@ impl StreamTransport {
     }
 }
 
+impl Drop for StreamTransport {
+    fn drop(&mut self) {
+        if self.native_loop {
+            Python::with_gil(|py| self.forget_endpoint(py));
+        }
+    }
+}
+
 impl StreamTransport {
+    /// A transport freed without `connection_lost` (left open) takes its
+    /// entry, whose weak reference is dead by now, out of the loop's
+    /// endpoint table.
+    fn forget_endpoint(&self, py: Python<'_>) {
+        let Some(key) = self.st.with(py, |s| s.endpoint.take()) else {
+            return;
+        };
+        let Some(lp) = self.core(py) else { return };
+        let endpoints = lp.get().stream_endpoints.bind(py);
+        let dead = endpoints.get_item(&key).ok().flatten().is_some_and(|r| {
+            r.downcast_into::<PyWeakrefReference>()
+                .is_ok_and(|r| r.upgrade().is_none())
+        });
+        if dead {
+            // No one to report a failure to from a finalizer; the table
+            // would only keep a dead entry.
+            let _ = endpoints.del_item(&key);
+        }
+    }
+
     /// Before the socket closes: leaves the loop's endpoint table and
     /// unlinks the peer, sending what it holds first (on asyncio it would
     /// already be in this socket, and a close with unread data resets).

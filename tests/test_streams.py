@@ -729,6 +729,53 @@ def test_unclosed_transports_of_one_connection_are_collected(loop_factory):
     assert all(s.fileno() == -1 for s in socks)
 
 
+def test_endpoint_table_forgets_closed_and_collected_transports(ferroloop):
+    """ferroloop's table of TCP endpoints (how two transports of one loop
+    find each other) keeps no entry for a closed connection, nor for
+    transports that were left open and then freed."""
+    import gc
+    import warnings
+
+    lp = ferroloop.new_event_loop()
+    server_side = []
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, tr):
+            server_side.append(tr)
+
+    async def main():
+        srv = await lp.create_server(Keep, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        tr, _ = await lp.create_connection(asyncio.Protocol, *addr)
+        while not server_side:
+            await asyncio.sleep(0.01)
+        assert len(lp._stream_endpoints) == 2
+        tr.close()
+        server_side.pop().close()
+        await asyncio.sleep(0.05)
+        assert len(lp._stream_endpoints) == 0
+        # Left open and paused (so the loop does not hold them), then dropped.
+        tr, _ = await lp.create_connection(asyncio.Protocol, *addr)
+        while not server_side:
+            await asyncio.sleep(0.01)
+        tr.pause_reading()
+        server_side[0].pause_reading()
+        await asyncio.sleep(0)
+        assert len(lp._stream_endpoints) == 2
+        del tr, _
+        server_side.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        assert len(lp._stream_endpoints) == 0
+        srv.close()
+
+    try:
+        lp.run_until_complete(main())
+    finally:
+        lp.close()
+
+
 def test_is_closing_right_after_a_write_to_a_closed_peer(loop):
     """The failed send closes the transport before is_closing() answers."""
     async def main():
