@@ -5,9 +5,9 @@
 //! or `get_write_buffer_size()` asks; when the other end is a transport of
 //! the same loop, at the end of the turn or before that end reads; outside a
 //! turn, or from another thread, a write is tried at once) with the rest
-//! queued and flushed on
-//! writability, flow control at the water marks, and the close/EOF/
-//! connection_lost sequence of asyncio's selector socket transport.
+//! queued and flushed on writability, flow control at the water marks, and
+//! the close/EOF/connection_lost sequence of asyncio's selector socket
+//! transport.
 //!
 //! The public object is the Python wrapper in `ferroloop/transports.py` (an
 //! `asyncio.Transport`); it owns one of these and binds the hot methods onto
@@ -1273,7 +1273,8 @@ impl StreamTransport {
         } else {
             Ok(())
         };
-        Self::unlink_peer(slf)?;
+        // Its error (if any) waits until the socket is closed too.
+        let unlinked = Self::unlink_peer(slf);
         let (sock, lp, server, waiter) = this.st.with(py, |s| {
             (
                 s.sock.take(),
@@ -1310,6 +1311,7 @@ impl StreamTransport {
         drop((sock, lp, server, old_refs));
         result?;
         cleanup?;
+        unlinked?;
         if let Some(w) = waiter {
             let e = PyConnectionError::new_err("Connection is closed by peer").into_value(py);
             w.bind(py)
