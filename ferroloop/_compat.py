@@ -107,25 +107,25 @@ def follow_base_patches(cls) -> None:
 def _following(base, name, own):
     original = base[name]
 
+    def target(loop):
+        current = base.get(name, original)
+        if current is original:
+            return own.__get__(loop, type(loop))
+        return bind_like_a_subclass(current, loop)
+
     # A coroutine method stays one (inspect.iscoroutinefunction, and so
     # mock's autospec, which then builds an AsyncMock: aiohttp's suite).
     if inspect.iscoroutinefunction(own):
 
         @functools.wraps(own)
         async def method(self, *args, **kwargs):
-            current = base.get(name, original)
-            if current is original:
-                return await own(self, *args, **kwargs)
-            return await bind_like_a_subclass(current, self)(*args, **kwargs)
+            return await target(self)(*args, **kwargs)
 
     else:
 
         @functools.wraps(own)
         def method(self, *args, **kwargs):
-            current = base.get(name, original)
-            if current is original:
-                return own(self, *args, **kwargs)
-            return bind_like_a_subclass(current, self)(*args, **kwargs)
+            return target(self)(*args, **kwargs)
 
     return method
 

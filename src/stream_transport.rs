@@ -1468,22 +1468,27 @@ impl Drop for StreamTransport {
 }
 
 impl StreamTransport {
-    /// A transport freed without `connection_lost` (left open) takes its
-    /// entry, whose weak reference is dead by now, out of the loop's
-    /// endpoint table.
+    /// Takes this transport's entry out of the loop's endpoint table: on
+    /// `connection_lost`, and when it is freed without one (left open; its
+    /// weak reference is dead by then). An entry another transport has
+    /// since taken over is left alone.
     fn forget_endpoint(&self, py: Python<'_>) {
         let Some(key) = self.st.with(py, |s| s.endpoint.take()) else {
             return;
         };
         let Some(lp) = self.core(py) else { return };
         let endpoints = lp.get().stream_endpoints.bind(py);
-        let dead = endpoints.get_item(&key).ok().flatten().is_some_and(|r| {
-            r.downcast_into::<PyWeakrefReference>()
-                .is_ok_and(|r| r.upgrade().is_none())
+        let ours = endpoints.get_item(&key).ok().flatten().is_some_and(|r| {
+            r.downcast_into::<PyWeakrefReference>().is_ok_and(|r| {
+                r.upgrade().is_none_or(|t| {
+                    t.downcast::<StreamTransport>()
+                        .is_ok_and(|t| std::ptr::eq(t.get(), self))
+                })
+            })
         });
-        if dead {
-            // No one to report a failure to from a finalizer; the table
-            // would only keep a dead entry.
+        if ours {
+            // Also runs from finalizers, with no one to report to; a failed
+            // delete only leaves a dead entry behind.
             let _ = endpoints.del_item(&key);
         }
     }
@@ -1494,20 +1499,8 @@ impl StreamTransport {
     fn unlink_peer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let (peer, key) = this.st.with(py, |s| (s.peer.take(), s.endpoint.take()));
-        if let (Some(key), Some(lp)) = (key, this.core(py)) {
-            let endpoints = lp.get().stream_endpoints.bind(py);
-            let ours = match endpoints.get_item(&key)? {
-                Some(r) => r
-                    .downcast_into::<PyWeakrefReference>()?
-                    .upgrade()
-                    .is_none_or(|t| t.is(slf)),
-                None => false,
-            };
-            if ours {
-                endpoints.del_item(&key)?;
-            }
-        }
+        this.forget_endpoint(py);
+        let peer = this.st.with(py, |s| s.peer.take());
         if let Some(peer) = peer {
             let peer = peer.into_bound(py);
             let pending = peer.get().st.with(py, |s| {
