@@ -23,6 +23,14 @@ use crate::timers::{monotonic, monotonic_resolution, TimerHeap};
 /// (reader, writer) handles watching one fd.
 type WatchPair = (Option<Py<Handle>>, Option<Py<Handle>>);
 
+/// Which kind of watch `add_watch` installs.
+#[derive(Clone, Copy)]
+enum Watching {
+    Reader,
+    Writer,
+    DrainingReader,
+}
+
 /// Longest single poll, as asyncio's `MAXIMUM_SELECT_TIMEOUT` (one day).
 const MAX_POLL_TIMEOUT: f64 = 24.0 * 3600.0;
 
@@ -366,6 +374,12 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+
+    /// After a draining reader stopped before its fd was empty: report the
+    /// fd again on the next turn if it is still readable.
+    pub(crate) fn rearm_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
+        self.reactor.rearm(py, fd).map_err(watch_error)
     }
 
     fn remove_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> PyResult<bool> {
@@ -731,7 +745,26 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_watch(slf, fd, callback, args, false, "add_reader")
+        Self::add_watch(slf, fd, callback, args, Watching::Reader, "add_reader")
+    }
+
+    /// `_add_reader` for a callback that reads until a read comes up short
+    /// or fails with EAGAIN, or else calls `_rearm_reader(fd)`: a stream
+    /// transport's. The fd is edge-triggered (see `reactor`).
+    fn _add_draining_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+    ) -> PyResult<Py<Handle>> {
+        let args = PyTuple::empty(slf.py());
+        Self::add_watch(
+            slf,
+            fd,
+            callback,
+            &args,
+            Watching::DrainingReader,
+            "add_reader",
+        )
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -741,7 +774,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_watch(slf, fd, callback, args, true, "add_writer")
+        Self::add_watch(slf, fd, callback, args, Watching::Writer, "add_writer")
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -965,7 +998,7 @@ impl LoopCore {
         fd: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
-        write: bool,
+        watching: Watching,
         method: &str,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
@@ -974,10 +1007,13 @@ impl LoopCore {
         let fd = fileobj_to_fd(fd)?;
         Self::check_callback(slf, callback, method, true)?;
         let handle = this.new_handle(py, callback, args, None, true)?;
-        let old = this
-            .reactor
-            .set(py, fd, write, Some(handle.clone_ref(py)))
-            .map_err(watch_error)?;
+        let h = handle.clone_ref(py);
+        let old = match watching {
+            Watching::Reader => this.reactor.set(py, fd, false, Some(h)),
+            Watching::Writer => this.reactor.set(py, fd, true, Some(h)),
+            Watching::DrainingReader => this.reactor.set_draining_reader(py, fd, h),
+        }
+        .map_err(watch_error)?;
         if let Some(old) = old {
             Handle::cancel_dropped(old, py);
         }

@@ -2,8 +2,12 @@
 //!
 //! epoll in level-triggered mode, because asyncio's `add_reader` promises the
 //! callback runs on every turn while the fd stays readable (an edge-triggered
-//! poller, like mio's, would go silent after one partial read). The GIL is
-//! released only for a blocking wait.
+//! poller, like mio's, would go silent after one partial read). The one
+//! exception is a reader that drains its fd on every call, a stream
+//! transport: its fd is edge-triggered while no writer waits on it, which
+//! spares the kernel a second readiness check of every fd that was ready on
+//! the previous turn (about 2% of an echo round trip). The GIL is released
+//! only for a blocking wait.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -26,17 +30,27 @@ pub struct Readiness {
 pub struct Watch {
     pub reader: Option<Py<Handle>>,
     pub writer: Option<Py<Handle>>,
+    /// The reader reads until the fd is drained, or calls `rearm`: the fd
+    /// may be edge-triggered.
+    draining: bool,
 }
 
 impl Watch {
     fn mask(&self) -> u32 {
-        Self::mask_of(self.reader.is_some(), self.writer.is_some())
+        Self::mask_of(self.reader.is_some(), self.writer.is_some(), self.draining)
     }
 
-    fn mask_of(reader: bool, writer: bool) -> u32 {
+    /// Edge-triggered only without a writer: a writer's callback may stop
+    /// before the socket is full (so no new edge would come), and it only
+    /// exists while a write is stuck, so level-triggering it costs little.
+    fn mask_of(reader: bool, writer: bool, draining: bool) -> u32 {
         let mut m = 0u32;
         if reader {
             m |= libc::EPOLLIN as u32;
+            if draining && !writer {
+                // RDHUP: see `Reactor::end_edge`.
+                m |= (libc::EPOLLET | libc::EPOLLRDHUP) as u32;
+            }
         }
         if writer {
             m |= libc::EPOLLOUT as u32;
@@ -58,6 +72,10 @@ struct WatchTable {
 impl WatchTable {
     fn get(&self, fd: RawFd) -> Option<&Watch> {
         self.slots.get(usize::try_from(fd).ok()?)
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Watch> {
+        self.slots.get_mut(usize::try_from(fd).ok()?)
     }
 
     /// The slot of `fd`, grown into if needed: only for an fd the kernel
@@ -179,7 +197,33 @@ impl Reactor {
         handle: Option<Py<Handle>>,
     ) -> io::Result<Option<Py<Handle>>> {
         self.watches
-            .with(py, |watches| self.set_in(watches, fd, write, handle))
+            .with(py, |watches| self.set_in(watches, fd, write, handle, false))
+    }
+
+    /// Installs `handle` as a reader of `fd` that, on every call, reads
+    /// until a read comes up short (or fails with EAGAIN), or else calls
+    /// `rearm`: the fd is then edge-triggered while it has no writer.
+    pub fn set_draining_reader(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+        handle: Py<Handle>,
+    ) -> io::Result<Option<Py<Handle>>> {
+        self.watches.with(py, |watches| {
+            self.set_in(watches, fd, false, Some(handle), true)
+        })
+    }
+
+    /// Asks the kernel to report `fd` again if it is still readable: for a
+    /// draining reader that stopped before the fd was empty (an edge would
+    /// not come again). Nothing to do for a level-triggered fd.
+    pub fn rearm(&self, py: Python<'_>, fd: RawFd) -> io::Result<()> {
+        let mask = self.watches.with(py, |w| w.get(fd).map_or(0, Watch::mask));
+        if mask & libc::EPOLLET as u32 != 0 {
+            // EPOLL_CTL_MOD re-checks readiness and queues an event if ready.
+            self.ctl(libc::EPOLL_CTL_MOD, fd, mask)?;
+        }
+        Ok(())
     }
 
     fn set_in(
@@ -188,27 +232,35 @@ impl Reactor {
         fd: RawFd,
         write: bool,
         handle: Option<Py<Handle>>,
+        draining: bool,
     ) -> io::Result<Option<Py<Handle>>> {
         // Work out the new interest set and tell the kernel before touching
         // the table, so the table grows only for fds the kernel accepted (a
         // bogus fd number must not make it allocate up to that index).
-        let (reader, writer) = watches
-            .get(fd)
-            .map_or((false, false), |w| (w.reader.is_some(), w.writer.is_some()));
+        let (reader, writer, was_draining) = watches.get(fd).map_or((false, false, false), |w| {
+            (w.reader.is_some(), w.writer.is_some(), w.draining)
+        });
         let had = if write { writer } else { reader };
         if !had && handle.is_none() {
             return Ok(None); // removing what is not there
         }
-        let old_mask = Watch::mask_of(reader, writer);
-        let new_mask = if write {
-            Watch::mask_of(reader, handle.is_some())
+        let old_mask = Watch::mask_of(reader, writer, was_draining);
+        // A writer leaves the reader's kind alone; a new reader sets it.
+        let draining = if write {
+            was_draining
         } else {
-            Watch::mask_of(handle.is_some(), writer)
+            draining && handle.is_some()
+        };
+        let new_mask = if write {
+            Watch::mask_of(reader, handle.is_some(), draining)
+        } else {
+            Watch::mask_of(handle.is_some(), writer, draining)
         };
         if old_mask != new_mask {
             self.sync(fd, old_mask, new_mask)?;
         }
         let entry = watches.slot(fd);
+        entry.draining = draining;
         let slot = if write {
             &mut entry.writer
         } else {
@@ -287,9 +339,13 @@ impl Reactor {
             unsafe { events.set_len(n as usize) };
             Ok(())
         };
+        const HANGUP: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         for ev in events.drain(..) {
             let bits = ev.events;
             let fd = ev.u64 as RawFd;
+            if bits & HANGUP != 0 {
+                self.end_edge(py, fd);
+            }
             // Errors and hang-ups wake both directions, as selectors does.
             out.push((
                 fd,
@@ -301,6 +357,22 @@ impl Reactor {
         }
         self.events.with(py, |slot| *slot = events);
         result
+    }
+
+    /// A draining reader's fd becomes level-triggered for good once the
+    /// peer has shut down or the socket has an error: a short read does not
+    /// consume the end of file (or error) behind the data, and no new edge
+    /// would report it. If that news comes after this turn's wait, it is
+    /// itself an edge, reported with these bits on the next turn.
+    fn end_edge(&self, py: Python<'_>, fd: RawFd) {
+        self.watches.with(py, |watches| {
+            if let Some(w) = watches.get_mut(fd).filter(|w| w.draining) {
+                w.draining = false;
+                // EPOLL_CTL_MOD of a watched fd fails only for lack of
+                // kernel memory; nothing better to do then than go on.
+                let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, w.mask());
+            }
+        });
     }
 
     /// Forgets every watch without telling the kernel: used on close (the
@@ -347,6 +419,16 @@ mod tests {
     fn watch_mask_follows_slots() {
         let w = Watch::default();
         assert_eq!(w.mask(), 0);
+    }
+
+    #[test]
+    fn draining_reader_is_edge_triggered_only_without_a_writer() {
+        let (inp, out) = (libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        let edge = (libc::EPOLLET | libc::EPOLLRDHUP) as u32;
+        assert_eq!(Watch::mask_of(true, false, true), inp | edge);
+        assert_eq!(Watch::mask_of(true, true, true), inp | out);
+        assert_eq!(Watch::mask_of(true, false, false), inp);
+        assert_eq!(Watch::mask_of(false, true, true), out);
     }
 
     #[test]

@@ -49,6 +49,19 @@ const READS_PER_EVENT: usize = 16;
 /// Chunks handed to one `writev`.
 const MAX_IOV: usize = 64;
 
+/// What one read learned about the socket. A stream transport's fd is
+/// edge-triggered (see `reactor`), so a callback that returns before a read
+/// came up short must rearm the fd, or no event would report the rest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The read filled the buffer: read again now.
+    Filled,
+    /// A short read, end of file or EAGAIN: the socket is empty.
+    Drained,
+    /// Stop for now without knowing that the socket is empty.
+    Stopped,
+}
+
 /// Chunks a writev sent in full, dropped outside the state cell.
 type Spent = (Option<Py<PyBytes>>, Vec<Py<PyBytes>>);
 
@@ -373,7 +386,9 @@ impl StreamTransport {
         }
     }
 
-    fn read_buffered(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// One read into the protocol's buffer: a BufferedProtocol gets one
+    /// read per event, as on asyncio.
+    fn read_buffered(slf: &Bound<'_, Self>) -> PyResult<Read> {
         let py = slf.py();
         let this = slf.get();
         let p = this.protocol(py);
@@ -394,18 +409,24 @@ impl StreamTransport {
         }) {
             Ok(b) => b,
             Err(e) => {
-                return Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")
+                Self::fatal(slf, e, "Fatal error: protocol.get_buffer() call failed.")?;
+                return Ok(Read::Stopped);
             }
         };
-        let n = if this.py_io {
+        // (bytes read, whether that emptied the socket); a `py_io` fd is
+        // level-triggered, so it never needs to know.
+        let (n, drained) = if this.py_io {
             match this.sock_obj(py).and_then(|sock| {
                 sock.bind(py)
                     .call_method1(intern!(py, "recv_into"), (&buf,))?
                     .extract()
             }) {
-                Ok(n) => n,
-                Err(e) if raised_would_block(py, &e) => return Ok(()),
-                Err(e) => return Self::fatal(slf, e, "Fatal read error on socket transport"),
+                Ok(n) => (n, false),
+                Err(e) if raised_would_block(py, &e) => return Ok(Read::Drained),
+                Err(e) => {
+                    Self::fatal(slf, e, "Fatal read error on socket transport")?;
+                    return Ok(Read::Stopped);
+                }
             }
         } else {
             // SAFETY: the view is filled by PyObject_GetBuffer and released below;
@@ -414,36 +435,45 @@ impl StreamTransport {
                 let mut view: ffi::Py_buffer = std::mem::zeroed();
                 if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
                     let e = PyErr::fetch(py);
-                    return Self::fatal(slf, e, "Fatal read error on socket transport");
+                    Self::fatal(slf, e, "Fatal read error on socket transport")?;
+                    return Ok(Read::Stopped);
                 }
-                let n = libc::recv(this.fd, view.buf, view.len as usize, 0);
+                let cap = view.len;
+                let n = libc::recv(this.fd, view.buf, cap as usize, 0);
                 let err = last_errno();
                 ffi::PyBuffer_Release(&mut view);
                 if n < 0 {
                     if would_block(err) {
-                        return Ok(());
+                        return Ok(Read::Drained);
                     }
-                    return Self::fatal(slf, os_error(err), "Fatal read error on socket transport");
+                    Self::fatal(slf, os_error(err), "Fatal read error on socket transport")?;
+                    return Ok(Read::Stopped);
                 }
-                n as usize
+                (n as usize, n < cap)
             }
         };
         drop(buf);
         if n == 0 {
-            return Self::on_eof(slf);
+            Self::on_eof(slf)?;
+            return Ok(Read::Drained);
         }
         if let Err(e) = crate::detach::call_method(
             p,
             intern!(py, "buffer_updated"),
             &[&n.into_pyobject(py)?.into_any()],
         ) {
-            return Self::fatal(
+            Self::fatal(
                 slf,
                 e,
                 "Fatal error: protocol.buffer_updated() call failed.",
-            );
+            )?;
+            return Ok(Read::Stopped);
         }
-        Ok(())
+        Ok(if drained {
+            Read::Drained
+        } else {
+            Read::Stopped
+        })
     }
 
     /// recv straight into a new MAX_READ-byte bytes object, then shrink it
@@ -477,17 +507,44 @@ impl StreamTransport {
         }
     }
 
-    /// One read; true if it filled the buffer and reading may go on.
-    fn read_once(slf: &Bound<'_, Self>) -> PyResult<bool> {
+    /// `_read_ready`'s reads; `last` is what the last one learned.
+    fn read_until_drained(slf: &Bound<'_, Self>, last: &mut Read) -> PyResult<()> {
+        let py = slf.py();
+        // What the peer on this loop wrote and still holds goes out first:
+        // on asyncio it would be in the socket already.
+        let peer = slf
+            .get()
+            .st
+            .with(py, |s| s.peer.as_ref().map(|p| p.clone_ref(py)));
+        if let Some(peer) = peer {
+            let peer = peer.into_bound(py);
+            if peer.get().st.with(py, |s| s.flush_pending) {
+                if let Some(lp) = slf.get().core(py) {
+                    flush_reporting(&lp, &peer)?;
+                }
+            }
+        }
+        // A read that fills the whole buffer means more is waiting: take a
+        // few more now instead of one per poll (as libuv does).
+        for _ in 0..READS_PER_EVENT {
+            *last = Self::read_once(slf)?;
+            if *last != Read::Filled {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One read, and what it learned.
+    fn read_once(slf: &Bound<'_, Self>) -> PyResult<Read> {
         let py = slf.py();
         let this = slf.get();
         let (lost, buffered) = this.st.with(py, |s| (s.conn_lost, s.buffered));
         if lost != 0 {
-            return Ok(false);
+            return Ok(Read::Stopped);
         }
         if buffered {
-            Self::read_buffered(slf)?;
-            return Ok(false);
+            return Self::read_buffered(slf);
         }
         if this.py_io {
             return Self::read_once_py(slf);
@@ -515,10 +572,10 @@ impl StreamTransport {
         };
         let data = match data {
             Ok(d) => d,
-            Err(e) if would_block(e) => return Ok(false),
+            Err(e) if would_block(e) => return Ok(Read::Drained),
             Err(e) => {
                 Self::fatal(slf, os_error(e), "Fatal read error on socket transport")?;
-                return Ok(false);
+                return Ok(Read::Stopped);
             }
         };
         let n = bytes_of(&data).len();
@@ -527,15 +584,15 @@ impl StreamTransport {
         if (!big && n >= BIG_READ) || (big && n < BIG_READ / 4) {
             this.st.with(py, |s| s.big_reads = !big);
         }
-        let more = Self::deliver(slf, data.as_any(), n)?;
+        let read = Self::deliver(slf, data.as_any(), n)?;
         if let Some(core) = core {
             core.spare_bytes.offer(py, &data);
         }
-        Ok(more)
+        Ok(read)
     }
 
     /// `read_once` for a `py_io` socket: `sock.recv(max_size)`, as asyncio.
-    fn read_once_py(slf: &Bound<'_, Self>) -> PyResult<bool> {
+    fn read_once_py(slf: &Bound<'_, Self>) -> PyResult<Read> {
         let py = slf.py();
         let this = slf.get();
         let read = this.sock_obj(py).and_then(|sock| {
@@ -547,32 +604,37 @@ impl StreamTransport {
         });
         match read {
             Ok((data, n)) => Self::deliver(slf, &data, n),
-            Err(e) if raised_would_block(py, &e) => Ok(false),
+            Err(e) if raised_would_block(py, &e) => Ok(Read::Drained),
             Err(e) => {
                 Self::fatal(slf, e, "Fatal read error on socket transport")?;
-                Ok(false)
+                Ok(Read::Stopped)
             }
         }
     }
 
     /// Hands `n` bytes just read to the protocol (or the end of file when
-    /// `n` is 0); true if the read filled the buffer and reading may go on.
-    fn deliver(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, n: usize) -> PyResult<bool> {
+    /// `n` is 0).
+    fn deliver(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>, n: usize) -> PyResult<Read> {
         let py = slf.py();
         let this = slf.get();
         if n == 0 {
             Self::on_eof(slf)?;
-            return Ok(false);
+            return Ok(Read::Drained);
         }
         let p = this.protocol(py);
         if let Err(e) = crate::detach::call_method(&p, intern!(py, "data_received"), &[data]) {
             Self::fatal(slf, e, "Fatal error: protocol.data_received() call failed.")?;
-            return Ok(false);
+            return Ok(Read::Stopped);
         }
-        Ok(n == MAX_READ
-            && this.st.with(py, |s| {
-                !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered
-            }))
+        if n < MAX_READ {
+            Ok(Read::Drained)
+        } else if this.st.with(py, |s| {
+            !s.closing && !s.paused && s.conn_lost == 0 && !s.buffered
+        }) {
+            Ok(Read::Filled)
+        } else {
+            Ok(Read::Stopped)
+        }
     }
 
     /// One writev of the queued chunks: None if nothing to do, the errno,
@@ -859,28 +921,16 @@ impl StreamTransport {
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        // What the peer on this loop wrote and still holds goes out first:
-        // on asyncio it would be in the socket already.
-        let peer = slf
-            .get()
-            .st
-            .with(py, |s| s.peer.as_ref().map(|p| p.clone_ref(py)));
-        if let Some(peer) = peer {
-            let peer = peer.into_bound(py);
-            if peer.get().st.with(py, |s| s.flush_pending) {
-                if let Some(lp) = slf.get().core(py) {
-                    flush_reporting(&lp, &peer)?;
-                }
+        let mut last = Read::Stopped;
+        let result = Self::read_until_drained(slf, &mut last);
+        if last != Read::Drained {
+            // The fd is edge-triggered: without this, what is left would
+            // wait for the next packet.
+            if let Some(lp) = slf.get().core(py) {
+                lp.get().rearm_reader(py, slf.get().fd)?;
             }
         }
-        // A read that fills the whole buffer means more is waiting: take a
-        // few more now instead of one per poll (as libuv does).
-        for _ in 0..READS_PER_EVENT {
-            if !Self::read_once(slf)? {
-                break;
-            }
-        }
-        Ok(())
+        result
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -932,8 +982,15 @@ impl StreamTransport {
             return Ok(());
         }
         let cb = slf.getattr(intern!(py, "_read_ready"))?;
-        slf.get()
-            .loop_call(py, intern!(py, "_add_reader"), Some(&cb))
+        let this = slf.get();
+        // A `py_io` socket's reads go through Python code that may stop
+        // short of draining it: keep its fd level-triggered.
+        let add = if this.native_loop && !this.py_io {
+            intern!(py, "_add_draining_reader")
+        } else {
+            intern!(py, "_add_reader")
+        };
+        this.loop_call(py, add, Some(&cb))
     }
 
     // ---- writing ------------------------------------------------------------

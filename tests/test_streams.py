@@ -872,3 +872,135 @@ def test_received_bytes_through_an_echo_have_right_contents_and_hash(loop):
         server.close()
         await server.wait_closed()
     run(loop, main())
+
+
+# ---- every byte and the end of file reach the protocol ---------------------
+# ferroloop's stream transports are edge-triggered (the kernel reports a
+# socket once per arrival, not on every turn while it stays readable). These
+# tests hold the cases where a reader that stops early would miss the rest.
+
+
+def _plain_tcp_pair():
+    """Two connected plain TCP sockets."""
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        a = socket.create_connection(lsock.getsockname())
+        b, _ = lsock.accept()
+    return a, b
+
+
+class _SmallBuffer(asyncio.BufferedProtocol):
+    """Takes 7 bytes per read; optionally pauses reading after the first."""
+
+    def __init__(self, loop, pause_after_first=False):
+        self.buf = bytearray(7)
+        self.got = bytearray()
+        self.events = []
+        self.pause_after_first = pause_after_first
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.got += self.buf[:n]
+        if self.pause_after_first:
+            self.pause_after_first = False
+            self.transport.pause_reading()
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def _wrap(loop, sock, proto):
+    sock.setblocking(False)
+    await loop.create_connection(lambda: proto, sock=sock)
+    # Let the transport start reading and the loop poll it idle once.
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_data_and_eof_arriving_together(loop, kind, buffered):
+    """The peer's last data and its FIN land before one poll: a short read
+    takes the data, and the end of file behind it must still be seen."""
+    async def main():
+        a, b = _plain_tcp_pair() if kind == "tcp" else socket.socketpair()
+        proto = _SmallBuffer(loop) if buffered else Collect(loop)
+        await _wrap(loop, a, proto)
+        try:
+            b.sendall(b"last words")
+            b.shutdown(socket.SHUT_WR)
+            assert await asyncio.wait_for(proto.lost, 5) is None
+            got = proto.got if buffered else proto.data
+            assert bytes(got) == b"last words"
+            assert proto.events[-2:] == ["eof", "lost"]
+        finally:
+            b.close()
+    run(loop, main())
+
+
+def test_small_buffer_gets_everything_without_eof(loop):
+    """A BufferedProtocol whose buffer is smaller than what arrived gets the
+    rest on later turns, with no new data or end of file to prompt it."""
+    async def main():
+        a, b = _plain_tcp_pair()
+        proto = _SmallBuffer(loop)
+        await _wrap(loop, a, proto)
+        try:
+            b.sendall(bytes(range(100)))
+            for _ in range(200):
+                if len(proto.got) == 100:
+                    break
+                await asyncio.sleep(0.01)
+            assert bytes(proto.got) == bytes(range(100))
+            proto.transport.close()
+            await proto.lost
+        finally:
+            b.close()
+    run(loop, main())
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_resume_reading_delivers_what_arrived_while_paused(loop, buffered):
+    """Data left in the socket at pause_reading(), and data that came while
+    paused, arrive after resume_reading() without anything new arriving."""
+    async def main():
+        a, b = _plain_tcp_pair()
+        proto = _SmallBuffer(loop) if buffered else Collect(loop)
+        await _wrap(loop, a, proto)
+        tr = proto.transport
+        try:
+            if buffered:
+                proto.pause_after_first = True
+                b.sendall(b"0123456789abcdef")
+                for _ in range(200):
+                    if proto.got:
+                        break
+                    await asyncio.sleep(0.01)
+                assert bytes(proto.got) == b"0123456"
+                assert not tr.is_reading()
+            else:
+                tr.pause_reading()
+                b.sendall(b"0123456789abcdef")
+            await asyncio.sleep(0.05)
+            got = proto.got if buffered else proto.data
+            assert len(got) == (7 if buffered else 0)
+            tr.resume_reading()
+            for _ in range(200):
+                if len(got) == 16:
+                    break
+                await asyncio.sleep(0.01)
+            assert bytes(got) == b"0123456789abcdef"
+            tr.close()
+            await proto.lost
+        finally:
+            b.close()
+    run(loop, main())
