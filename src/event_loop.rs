@@ -378,8 +378,8 @@ impl LoopCore {
 
     /// After a draining reader stopped before its fd was empty: report the
     /// fd again on the next turn if it is still readable.
-    pub(crate) fn rearm_reader(&self, py: Python<'_>, fd: RawFd) -> PyResult<()> {
-        self.reactor.rearm(py, fd).map_err(watch_error)
+    pub(crate) fn rearm_reader(&self, py: Python<'_>, fd: RawFd) {
+        self.reactor.rearm(py, fd)
     }
 
     fn remove_watch(&self, py: Python<'_>, fd: RawFd, write: bool) -> PyResult<bool> {
