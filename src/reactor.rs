@@ -3,7 +3,7 @@
 //! epoll in level-triggered mode, because asyncio's `add_reader` promises the
 //! callback runs on every turn while the fd stays readable (an edge-triggered
 //! poller, like mio's, would go silent after one partial read). The one
-//! exception is a reader that drains its fd on every call, a stream
+//! exception is a reader that drains its fd on every call, a TCP stream
 //! transport: its fd is edge-triggered while no writer waits on it, which
 //! spares the kernel a second readiness check of every fd that was ready on
 //! the previous turn (about 1.5% of an echo round trip). The GIL is released
@@ -48,8 +48,8 @@ impl Watch {
         if reader {
             m |= libc::EPOLLIN as u32;
             if draining && !writer {
-                // RDHUP: see `Reactor::end_edge`.
-                m |= (libc::EPOLLET | libc::EPOLLRDHUP) as u32;
+                // RDHUP and PRI: see `Reactor::end_edge`.
+                m |= (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
             }
         }
         if writer {
@@ -356,11 +356,12 @@ impl Reactor {
             unsafe { events.set_len(n as usize) };
             Ok(())
         };
-        const HANGUP: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const SHORT_READS: u32 =
+            (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
         for ev in events.drain(..) {
             let bits = ev.events;
             let fd = ev.u64 as RawFd;
-            if bits & HANGUP != 0 {
+            if bits & SHORT_READS != 0 {
                 self.end_edge(py, fd);
             }
             // Errors and hang-ups wake both directions, as selectors does.
@@ -390,10 +391,11 @@ impl Reactor {
     }
 
     /// A draining reader's fd becomes level-triggered for good once the
-    /// peer has shut down or the socket has an error: a short read does not
-    /// consume the end of file (or error) behind the data, and no new edge
-    /// would report it. If that news comes after this turn's wait, it is
-    /// itself an edge, reported with these bits on the next turn.
+    /// peer has shut down, the socket has an error or TCP urgent data is
+    /// pending: a read stops short of the end of file or error behind the
+    /// data, or of the urgent mark, and no new edge would report what is
+    /// left. If that news comes after this turn's wait, it is itself an
+    /// edge, reported with these bits on the next turn.
     fn end_edge(&self, py: Python<'_>, fd: RawFd) {
         self.watches.with(py, |watches| {
             if let Some(w) = watches.get_mut(fd).filter(|w| w.draining) {
@@ -455,7 +457,7 @@ mod tests {
     #[test]
     fn draining_reader_is_edge_triggered_only_without_a_writer() {
         let (inp, out) = (libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
-        let edge = (libc::EPOLLET | libc::EPOLLRDHUP) as u32;
+        let edge = (libc::EPOLLET | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32;
         assert_eq!(Watch::mask_of(true, false, true), inp | edge);
         assert_eq!(Watch::mask_of(true, true, true), inp | out);
         assert_eq!(Watch::mask_of(true, false, false), inp);

@@ -49,7 +49,7 @@ const READS_PER_EVENT: usize = 16;
 /// Chunks handed to one `writev`.
 const MAX_IOV: usize = 64;
 
-/// What one read learned about the socket. A stream transport's fd is
+/// What one read learned about the socket. A TCP transport's fd is
 /// edge-triggered (see `reactor`), so a callback that returns before a read
 /// came up short must rearm the fd, or no event would report the rest.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,32 @@ enum Read {
 type Spent = (Option<Py<PyBytes>>, Vec<Py<PyBytes>>);
 
 static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// Whether `fd` is a TCP socket (IPv4 or IPv6). Only TCP's reads are known
+/// to come up short just when the socket is empty, or else with an epoll
+/// bit that says why (a FIN: RDHUP; urgent data: PRI), which an
+/// edge-triggered fd needs (see `reactor`). A Unix stream socket's read
+/// also stops where the sender changes (another process, other
+/// credentials) or where passed fds are attached, with nothing to tell.
+fn is_tcp(fd: RawFd) -> bool {
+    let opt = |name| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are valid for the int-sized option.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    matches!(opt(libc::SO_DOMAIN), Some(libc::AF_INET | libc::AF_INET6))
+        && opt(libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+}
 
 fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = protocol.py();
@@ -177,6 +203,8 @@ pub struct StreamTransport {
     fd: RawFd,
     /// The loop is ferroloop's (so writes can wait for their callback to return).
     native_loop: bool,
+    /// A TCP socket, whose fd may be edge-triggered (see `is_tcp`).
+    tcp: bool,
     /// The socket's class overrides `recv`/`recv_into`/`send`: asyncio's
     /// transport does its I/O through those methods, so the overrides run;
     /// for such a socket every read and write goes through them here too,
@@ -837,6 +865,7 @@ impl StreamTransport {
         Ok(StreamTransport {
             fd,
             native_loop: lp.downcast::<LoopCore>().is_ok(),
+            tcp: is_tcp(fd),
             py_io,
             py_sendmsg: py_io && sock.py().version_info() >= (3, 12),
             st: GilCell::new(State {
@@ -985,7 +1014,7 @@ impl StreamTransport {
         let this = slf.get();
         // A `py_io` socket's reads go through Python code that may stop
         // short of draining it: keep its fd level-triggered.
-        let add = if this.native_loop && !this.py_io {
+        let add = if this.native_loop && this.tcp && !this.py_io {
             intern!(py, "_add_draining_reader")
         } else {
             intern!(py, "_add_reader")

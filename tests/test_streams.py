@@ -875,7 +875,7 @@ def test_received_bytes_through_an_echo_have_right_contents_and_hash(loop):
 
 
 # ---- every byte and the end of file reach the protocol ---------------------
-# ferroloop's stream transports are edge-triggered (the kernel reports a
+# ferroloop's TCP transports are edge-triggered (the kernel reports a
 # socket once per arrival, not on every turn while it stays readable). These
 # tests hold the cases where a reader that stops early would miss the rest.
 
@@ -1003,4 +1003,46 @@ def test_resume_reading_delivers_what_arrived_while_paused(loop, buffered):
             await proto.lost
         finally:
             b.close()
+    run(loop, main())
+
+
+@pytest.mark.parametrize("case", ["tcp-urgent", "unix-passed-fd"])
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_read_that_stops_short_with_more_queued(loop, case, buffered):
+    """A read can come up short with more in-band data queued behind it:
+    TCP stops at the urgent mark, a Unix socket where an fd was passed.
+    Nothing more arrives afterwards, and every in-band byte must still be
+    delivered (the urgent byte is not in-band; the passed fd is dropped)."""
+    import array
+
+    async def main():
+        if case == "tcp-urgent":
+            a, b = _plain_tcp_pair()
+        else:
+            a, b = socket.socketpair()
+        proto = _SmallBuffer(loop) if buffered else Collect(loop)
+        if buffered:
+            proto.buf = bytearray(1000)
+        await _wrap(loop, a, proto)
+        r, w = os.pipe()
+        try:
+            if case == "tcp-urgent":
+                b.send(b"abc")
+                b.send(b"X", socket.MSG_OOB)
+            else:
+                fds = array.array("i", [r])
+                b.sendmsg([b"abc"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            b.send(b"def")
+            got = proto.got if buffered else proto.data
+            for _ in range(200):
+                if len(got) == 6:
+                    break
+                await asyncio.sleep(0.01)
+            assert bytes(got) == b"abcdef"
+            proto.transport.close()
+            await proto.lost
+        finally:
+            b.close()
+            os.close(r)
+            os.close(w)
     run(loop, main())
