@@ -377,7 +377,7 @@ impl LoopCore {
     }
 
     /// After a draining reader stopped before its fd was empty: report the
-    /// fd again on the next turn if it is still readable.
+    /// fd readable on the next turn (the edge that brought the data is spent).
     pub(crate) fn rearm_reader(&self, py: Python<'_>, fd: RawFd) {
         self.reactor.rearm(py, fd)
     }
@@ -749,7 +749,7 @@ impl LoopCore {
     }
 
     /// `_add_reader` for a callback that reads until a read comes up short
-    /// or fails with EAGAIN, or else calls `_rearm_reader(fd)`: a stream
+    /// or fails with EAGAIN, or else calls `rearm_reader(fd)`: a TCP
     /// transport's. The fd is edge-triggered (see `reactor`).
     fn _add_draining_reader(
         slf: &Bound<'_, Self>,
