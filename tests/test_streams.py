@@ -1046,3 +1046,45 @@ def test_read_that_stops_short_with_more_queued(loop, case, buffered):
             os.close(r)
             os.close(w)
     run(loop, main())
+
+
+def test_two_way_bulk_while_writers_wait(loop):
+    """Both ends write 8 MiB at once, so each has a writer registered (its
+    socket full) while data keeps arriving for it: every byte arrives both
+    ways, in order, across the switches between waiting-to-write and not."""
+    size = 8 << 20
+    pattern = bytes(range(256)) * (size // 256)
+
+    class Both(asyncio.Protocol):
+        def __init__(self):
+            self.got = bytearray()
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+            for i in range(0, size, 65536):
+                transport.write(pattern[i:i + 65536])
+
+        def data_received(self, data):
+            self.got += data
+            if len(self.got) >= size and not self.done.done():
+                self.done.set_result(None)
+
+    async def main():
+        server_side = []
+
+        def factory():
+            server_side.append(Both())
+            return server_side[-1]
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        _, client = await loop.create_connection(Both, *server.sockets[0].getsockname())
+        while not server_side:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(asyncio.gather(client.done, server_side[0].done), 30)
+        assert client.got == pattern and server_side[0].got == pattern
+        client.transport.close()
+        server_side[0].transport.close()
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
