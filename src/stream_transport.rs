@@ -535,32 +535,29 @@ impl StreamTransport {
         }
     }
 
-    /// `_read_ready`'s reads; `last` is what the last one learned.
-    fn read_until_drained(slf: &Bound<'_, Self>, last: &mut Read) -> PyResult<()> {
+    /// `_read_ready`'s reads; what the last one learned.
+    fn read_until_drained(slf: &Bound<'_, Self>) -> PyResult<Read> {
         let py = slf.py();
         // What the peer on this loop wrote and still holds goes out first:
-        // on asyncio it would be in the socket already.
+        // on asyncio it would be in the socket already (a flush with
+        // nothing held returns at once).
         let peer = slf
             .get()
             .st
             .with(py, |s| s.peer.as_ref().map(|p| p.clone_ref(py)));
-        if let Some(peer) = peer {
-            let peer = peer.into_bound(py);
-            if peer.get().st.with(py, |s| s.flush_pending) {
-                if let Some(lp) = slf.get().core(py) {
-                    flush_reporting(&lp, &peer)?;
-                }
-            }
+        if let (Some(peer), Some(lp)) = (peer, slf.get().core(py)) {
+            flush_reporting(&lp, &peer.into_bound(py))?;
         }
         // A read that fills the whole buffer means more is waiting: take a
         // few more now instead of one per poll (as libuv does).
+        let mut last = Read::Stopped;
         for _ in 0..READS_PER_EVENT {
-            *last = Self::read_once(slf)?;
-            if *last != Read::Filled {
+            last = Self::read_once(slf)?;
+            if last != Read::Filled {
                 break;
             }
         }
-        Ok(())
+        Ok(last)
     }
 
     /// One read, and what it learned.
@@ -950,16 +947,15 @@ impl StreamTransport {
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let mut last = Read::Stopped;
-        let result = Self::read_until_drained(slf, &mut last);
-        if last != Read::Drained {
+        let result = Self::read_until_drained(slf);
+        if !matches!(result, Ok(Read::Drained)) {
             // The fd is edge-triggered: without this, what is left would
-            // wait for the next packet.
+            // wait for the next packet (after an error too).
             if let Some(lp) = slf.get().core(py) {
                 lp.get().rearm_reader(py, slf.get().fd);
             }
         }
-        result
+        result.map(drop)
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -1589,11 +1585,8 @@ impl StreamTransport {
         let peer = this.st.with(py, |s| s.peer.take());
         if let Some(peer) = peer {
             let peer = peer.into_bound(py);
-            let pending = peer.get().st.with(py, |s| {
-                s.peer = None;
-                s.flush_pending
-            });
-            if let (true, Some(lp)) = (pending, this.core(py)) {
+            peer.get().st.with(py, |s| s.peer = None);
+            if let Some(lp) = this.core(py) {
                 flush_reporting(&lp, &peer)?;
             }
         }
