@@ -74,23 +74,16 @@ static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 /// also stops where the sender changes (another process, other
 /// credentials) or where passed fds are attached, with nothing to tell.
 fn is_tcp(fd: RawFd) -> bool {
-    let opt = |name| {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for the int-sized option.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then_some(v)
-    };
-    matches!(opt(libc::SO_DOMAIN), Some(libc::AF_INET | libc::AF_INET6))
-        && opt(libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP)
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the transport owns the open socket `fd` for this whole call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd);
+    matches!(
+        sock.domain(),
+        Ok(socket2::Domain::IPV4 | socket2::Domain::IPV6)
+    ) && matches!(sock.protocol(), Ok(Some(socket2::Protocol::TCP)))
 }
 
 fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
