@@ -918,6 +918,14 @@ class _SmallBuffer(asyncio.BufferedProtocol):
         self.lost.set_result(exc)
 
 
+async def _until(cond):
+    """Polls `cond` every 10 ms, for up to 2 s (the caller asserts after)."""
+    for _ in range(200):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _wrap(loop, sock, proto):
     sock.setblocking(False)
     await loop.create_connection(lambda: proto, sock=sock)
@@ -956,10 +964,7 @@ def test_small_buffer_gets_everything_without_eof(loop):
         await _wrap(loop, a, proto)
         try:
             b.sendall(bytes(range(100)))
-            for _ in range(200):
-                if len(proto.got) == 100:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(proto.got) == 100)
             assert bytes(proto.got) == bytes(range(100))
             proto.transport.close()
             await proto.lost
@@ -981,10 +986,7 @@ def test_resume_reading_delivers_what_arrived_while_paused(loop, buffered):
             if buffered:
                 proto.pause_after_first = True
                 b.sendall(b"0123456789abcdef")
-                for _ in range(200):
-                    if proto.got:
-                        break
-                    await asyncio.sleep(0.01)
+                await _until(lambda: proto.got)
                 assert bytes(proto.got) == b"0123456"
                 assert not tr.is_reading()
             else:
@@ -994,10 +996,7 @@ def test_resume_reading_delivers_what_arrived_while_paused(loop, buffered):
             got = proto.got if buffered else proto.data
             assert len(got) == (7 if buffered else 0)
             tr.resume_reading()
-            for _ in range(200):
-                if len(got) == 16:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(got) == 16)
             assert bytes(got) == b"0123456789abcdef"
             tr.close()
             await proto.lost
@@ -1034,10 +1033,7 @@ def test_read_that_stops_short_with_more_queued(loop, case, buffered):
                 b.sendmsg([b"abc"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             b.send(b"def")
             got = proto.got if buffered else proto.data
-            for _ in range(200):
-                if len(got) == 6:
-                    break
-                await asyncio.sleep(0.01)
+            await _until(lambda: len(got) == 6)
             assert bytes(got) == b"abcdef"
             proto.transport.close()
             await proto.lost
