@@ -104,6 +104,20 @@ impl WatchTable {
     }
 }
 
+/// A change of the watch table the kernel refused: the error, and the
+/// handles it let go of, dropped once the table is no longer borrowed (a
+/// handle's last reference can run Python code).
+struct Refused {
+    error: io::Error,
+    _handles: (Option<Watch>, Option<Py<Handle>>),
+}
+
+impl Refused {
+    fn into_error(self) -> io::Error {
+        self.error
+    }
+}
+
 /// The watch table is only touched with the GIL held; the event buffer is
 /// moved out of its cell for the wait, so nothing is borrowed while the GIL
 /// is released.
@@ -161,38 +175,34 @@ impl Reactor {
         cvt(unsafe { libc::epoll_ctl(self.epfd(), op, fd, &mut ev) }).map(|_| ())
     }
 
-    /// Tells the kernel the new interest set for `fd`. The table and the kernel
-    /// can disagree when a watched fd was closed without being removed (the
-    /// kernel forgets it, the table does not), so ENOENT/EEXIST switch op.
+    /// Tells the kernel the new interest set for `fd`, as `selectors` does:
+    /// a removal the kernel refuses is ignored (a closed fd is already gone
+    /// from the epoll set), and an addition it already has (EEXIST) becomes a
+    /// change.
     fn sync(&self, fd: RawFd, old: u32, new: u32) -> io::Result<()> {
         if new == 0 {
             if old != 0 {
-                match self.ctl(libc::EPOLL_CTL_DEL, fd, 0) {
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EBADF)) => {}
-                    r => r?,
-                }
+                let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0);
             }
             return Ok(());
         }
-        let op = if old == 0 {
-            libc::EPOLL_CTL_ADD
-        } else {
-            libc::EPOLL_CTL_MOD
-        };
-        match self.ctl(op, fd, new) {
+        if old != 0 {
+            return self.ctl(libc::EPOLL_CTL_MOD, fd, new);
+        }
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, new) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 self.ctl(libc::EPOLL_CTL_MOD, fd, new)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                self.ctl(libc::EPOLL_CTL_ADD, fd, new)
             }
             r => r,
         }
     }
 
     /// Installs `handle` as the reader (or writer) of `fd`, returning the one
-    /// it replaces. On a kernel error the table is left unchanged.
+    /// it replaces. If the kernel refuses to add the fd, the table is left
+    /// unchanged; if it refuses to change the interest set of a watched fd
+    /// (the fd was closed while watched), the fd's watch is dropped before
+    /// the error is returned, as `selectors` does, so that a new file that
+    /// reuses the number starts from nothing.
     pub fn set(
         &self,
         py: Python<'_>,
@@ -202,6 +212,7 @@ impl Reactor {
     ) -> io::Result<Option<Py<Handle>>> {
         self.watches
             .with(py, |watches| self.set_in(watches, fd, write, handle, false))
+            .map_err(Refused::into_error)
     }
 
     /// Installs `handle` as a reader of `fd` that, on every call, reads
@@ -213,9 +224,11 @@ impl Reactor {
         fd: RawFd,
         handle: Py<Handle>,
     ) -> io::Result<Option<Py<Handle>>> {
-        self.watches.with(py, |watches| {
-            self.set_in(watches, fd, false, Some(handle), true)
-        })
+        self.watches
+            .with(py, |watches| {
+                self.set_in(watches, fd, false, Some(handle), true)
+            })
+            .map_err(Refused::into_error)
     }
 
     /// Has the next poll report `fd` readable: for a draining reader that
@@ -244,7 +257,7 @@ impl Reactor {
         write: bool,
         handle: Option<Py<Handle>>,
         draining: bool,
-    ) -> io::Result<Option<Py<Handle>>> {
+    ) -> Result<Option<Py<Handle>>, Refused> {
         // Work out the new interest set and tell the kernel before touching
         // the table, so the table grows only for fds the kernel accepted (a
         // bogus fd number must not make it allocate up to that index).
@@ -268,7 +281,18 @@ impl Reactor {
             Watch::mask_of(handle.is_some(), writer, draining)
         };
         if old_mask != new_mask {
-            self.sync(fd, old_mask, new_mask)?;
+            if let Err(error) = self.sync(fd, old_mask, new_mask) {
+                let stale = if old_mask != 0 {
+                    watches.len -= 1;
+                    watches.get_mut(fd).map(std::mem::take)
+                } else {
+                    None
+                };
+                return Err(Refused {
+                    error,
+                    _handles: (stale, handle),
+                });
+            }
         }
         let entry = watches.slot(fd);
         entry.draining = draining;

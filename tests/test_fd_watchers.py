@@ -1,6 +1,7 @@
 """add_reader / remove_reader / add_writer / remove_writer."""
 
 import asyncio
+import errno
 import os
 import socket
 
@@ -387,6 +388,41 @@ def test_remove_watch_of_closed_socket_object(loop, kind):
             s.close()
     with pytest.raises(ValueError):
         add(a, lambda: None)  # a closed, unwatched socket is still refused
+
+
+@pytest.mark.parametrize("first", ["reader", "writer"])
+def test_fd_closed_while_watched_both_ways_is_forgotten(loop, first):
+    # libpq does this when an async connect is refused (found by aiopg's
+    # suite): it closes the socket while the loop watches it for reading and
+    # writing, then the watches are removed by fd number. Removing one of two
+    # watches asks the kernel to change the fd's interest set, which fails
+    # for a closed fd; as selectors does, the loop raises that error once
+    # and forgets the fd, so the other removal finds nothing and a new
+    # socket that reuses the number is watched from scratch.
+    second = "writer" if first == "reader" else "reader"
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, lambda: None)
+    loop.add_writer(fd, lambda: None)
+    a.close()
+    b.close()
+    with pytest.raises(OSError) as err:
+        getattr(loop, f"remove_{first}")(fd)
+    assert err.value.errno == errno.EBADF
+    assert getattr(loop, f"remove_{second}")(fd) is False
+    assert getattr(loop, f"remove_{first}")(fd) is False
+
+    c, d = socket.socketpair()
+    try:
+        assert c.fileno() == fd  # the lowest free number: the one just freed
+        fired = loop.create_future()
+        loop.add_reader(fd, lambda: fired.done() or fired.set_result(c.recv(10)))
+        d.send(b"x")
+        assert _run_until(loop, fired, timeout=2) == b"x"
+        assert loop.remove_reader(fd) is True
+    finally:
+        c.close()
+        d.close()
 
 
 HUGE_FD_WATCHES = """
