@@ -25,6 +25,10 @@ STREAM_SENDMSG = ("sendmsg",) if sys.version_info >= (3, 12) else ()
 #: the high-water mark).
 DATAGRAM_HEADER_SIZE = 8 if sys.version_info >= (3, 13) else 0
 
+#: From 3.13 a datagram transport sends sendto(b"") as a zero-length
+#: datagram; before, it did nothing (not even check the address).
+DATAGRAM_SENDS_EMPTY = sys.version_info >= (3, 13)
+
 
 def check_datagram_socket(sock, socket_module) -> None:
     """Refuse a ``sock=`` that is not a datagram socket, with the check and

@@ -218,7 +218,7 @@ class DatagramTransport(FdWatchMixin, transports._FlowControlMixin, transports.D
                 f"data argument must be a bytes-like object, "
                 f"not {type(data).__name__!r}"
             )
-        if not data:
+        if not data and not _compat.DATAGRAM_SENDS_EMPTY:
             return
         if self._address:
             if addr not in (None, self._address):

@@ -480,12 +480,11 @@ impl DatagramCore {
             None => true,
             Some(a) => addr.is_none() || addr.is(a) || addr.eq(a.bind(py))?,
         };
-        if !plain || len.is_none() || !addr_ok {
+        // An empty datagram is sent or ignored depending on the Python
+        // version: the Python method knows which.
+        if !plain || matches!(len, None | Some(0)) || !addr_ok {
             self.owner(py)?
                 .call_method1(intern!(py, "_sendto"), (data, addr))?;
-            return Ok(());
-        }
-        if len == Some(0) {
             return Ok(());
         }
         let target = match &self.address {

@@ -121,8 +121,38 @@ def test_sendto_errors(loop):
             t.sendto(b"x", ("127.0.0.1", 1))
         with pytest.raises(TypeError, match="data argument must be a bytes-like object"):
             t.sendto("text")
-        t.sendto(b"")  # ignored
+        t.sendto(b"")  # nothing, or from 3.13 an empty datagram (see below)
         t.sendto(b"ok", addr)  # the connected address itself is fine
+        t.close()
+        server_t.close()
+        await p.lost
+
+    run(loop, main())
+
+
+def test_sendto_empty_data_follows_the_python_version(loop):
+    # 3.13 made sendto(b"") send a zero-length datagram (after the address
+    # check); before, it returned at once, whatever the address.
+    sends_empty = sys.version_info >= (3, 13)
+
+    async def main():
+        server_t, server_p = await loop.create_datagram_endpoint(
+            lambda: Proto(loop), local_addr=("127.0.0.1", 0))
+        addr = server_t.get_extra_info("sockname")
+        t, p = await loop.create_datagram_endpoint(lambda: Proto(loop), remote_addr=addr)
+        for empty in (b"", bytearray(), memoryview(b"")):
+            t.sendto(empty)
+        if sends_empty:
+            with pytest.raises(ValueError, match="Invalid address"):
+                t.sendto(b"", ("127.0.0.1", 1))
+        else:
+            t.sendto(b"", ("127.0.0.1", 1))
+        t.sendto(b"end")
+        got = []
+        while not got or got[-1] != b"end":
+            data, _ = await asyncio.wait_for(server_p.received.get(), 2)
+            got.append(data)
+        assert got == [b""] * 3 + [b"end"] if sends_empty else [b"end"]
         t.close()
         server_t.close()
         await p.lost
