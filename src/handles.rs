@@ -345,8 +345,13 @@ impl Handle {
         };
         match err {
             Some(e) => {
-                if take {
+                // Kept for the error report, which names the callback; not
+                // if the callback cancelled its own handle, which drops the
+                // callback as asyncio's does (the report then says "None()").
+                if take && !self.is_cancelled() {
                     self.callback.with(py, |slot| *slot = Some(cb));
+                } else {
+                    drop(cb);
                 }
                 RunOutcome::Failed(e)
             }

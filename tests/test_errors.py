@@ -57,6 +57,32 @@ def test_exception_in_timer_callback_goes_to_handler(loop):
     assert contexts[0]["message"].startswith("Exception in callback ")
 
 
+@pytest.mark.parametrize("schedule", ["call_soon", "call_later"])
+def test_callback_that_cancels_its_own_handle_then_raises(loop, schedule):
+    # Cancelling drops a handle's callback and arguments, also while the
+    # callback runs: the report of its error then names no callback
+    # ("None()"), as asyncio's does. (Found by differential fuzzing.)
+    contexts = []
+    loop.set_exception_handler(lambda l, ctx: contexts.append(ctx))
+    handles = []
+
+    def cancel_self_and_fail(arg):
+        handles[0].cancel()
+        raise ValueError(arg)
+
+    if schedule == "call_soon":
+        handles.append(loop.call_soon(cancel_self_and_fail, "x"))
+    else:
+        handles.append(loop.call_later(0, cancel_self_and_fail, "x"))
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    [ctx] = contexts
+    assert ctx["message"] == "Exception in callback None()"
+    assert ctx["handle"] is handles[0]
+    assert handles[0].cancelled()
+    assert str(ctx["exception"]) == "x"
+
+
 def test_exception_handler_called_positionally(loop):
     calls = []
 
