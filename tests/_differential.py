@@ -86,25 +86,16 @@ def _exc_name(exc: BaseException | None):
     return type(exc).__name__ if exc is not None else None
 
 
-class StreamRecorder(asyncio.Protocol):
-    """Records a stream endpoint's callbacks; reacts once to its first data
-    (`reaction`), and writes once from connection_lost."""
+class _Recording:
+    """The callbacks every kind of endpoint records alike."""
 
-    def __init__(self, name: str, rec: Recorder, keep_open: bool, reaction=None) -> None:
-        self.name, self.rec, self.keep_open, self.reaction = name, rec, keep_open, reaction
+    def __init__(self, name: str, rec: Recorder) -> None:
+        self.name, self.rec = name, rec
         self.transport = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.rec.event(self.name, "made")
-
-    def data_received(self, data) -> None:
-        self.rec.event(self.name, "data", len(data))
-        self._react()
-
-    def eof_received(self):
-        self.rec.event(self.name, "eof")
-        return self.keep_open
 
     def pause_writing(self) -> None:
         self.rec.event(self.name, "pause_writing")
@@ -114,6 +105,26 @@ class StreamRecorder(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.rec.event(self.name, "lost", _exc_name(exc))
+
+
+class StreamRecorder(_Recording, asyncio.Protocol):
+    """Records a stream endpoint's callbacks; reacts once to its first data
+    (`reaction`), and writes once from connection_lost."""
+
+    def __init__(self, name: str, rec: Recorder, keep_open: bool, reaction=None) -> None:
+        super().__init__(name, rec)
+        self.keep_open, self.reaction = keep_open, reaction
+
+    def data_received(self, data) -> None:
+        self.rec.event(self.name, "data", len(data))
+        self._react()
+
+    def eof_received(self):
+        self.rec.event(self.name, "eof")
+        return self.keep_open
+
+    def connection_lost(self, exc) -> None:
+        super().connection_lost(exc)
         try:
             self.transport.write(b"late")
             self.rec.event(self.name, "write after lost", self.transport.is_closing())
@@ -167,27 +178,12 @@ class BufferedStreamRecorder(StreamRecorder, asyncio.BufferedProtocol):
         self._react()
 
 
-class DatagramRecorder(asyncio.DatagramProtocol):
-    def __init__(self, name: str, rec: Recorder) -> None:
-        self.name, self.rec = name, rec
-
-    def connection_made(self, transport) -> None:
-        self.rec.event(self.name, "made")
-
+class DatagramRecorder(_Recording, asyncio.DatagramProtocol):
     def datagram_received(self, data, addr) -> None:
         self.rec.event(self.name, "datagram", len(data))
 
     def error_received(self, exc) -> None:
         self.rec.event(self.name, "error", _exc_name(exc), getattr(exc, "errno", None))
-
-    def pause_writing(self) -> None:
-        self.rec.event(self.name, "pause_writing")
-
-    def resume_writing(self) -> None:
-        self.rec.event(self.name, "resume_writing")
-
-    def connection_lost(self, exc) -> None:
-        self.rec.event(self.name, "lost", _exc_name(exc))
 
 
 # ---- operations ------------------------------------------------------------
@@ -226,19 +222,27 @@ async def apply(rec: Recorder, name: str, op: str, arg, do) -> None:
         await asyncio.sleep(0)
 
 
+# What every write (or read) transport offers, by operation name; `arg` is
+# a size or a (high, low) pair.
+WRITE_OPS = {
+    "write": lambda t, n: t.write(b"x" * n),
+    "writelines": lambda t, n: t.writelines(
+        [b"a" * (n // 2), bytearray(n - n // 2), memoryview(b"zzz")]),
+    "write_eof": lambda t, _: t.write_eof(),
+    "limits": _set_limits,
+    "size": lambda t, _: min(t.get_write_buffer_size(), 1),
+}
+READ_OPS = {
+    "pause_reading": lambda t, _: t.pause_reading(),
+    "resume_reading": lambda t, _: t.resume_reading(),
+}
+
+
 def _stream_op(t, op: str, arg, rec: Recorder):
-    if op == "write":
-        return t.write(b"x" * arg)
-    if op == "writelines":
-        return t.writelines([b"a" * (arg // 2), bytearray(arg - arg // 2), memoryview(b"zzz")])
-    if op == "write_eof":
-        return t.write_eof()
-    if op == "pause_reading":
-        return t.pause_reading()
-    if op == "resume_reading":
-        return t.resume_reading()
-    if op == "limits":
-        return _set_limits(t, arg)
+    if op in WRITE_OPS:
+        return WRITE_OPS[op](t, arg)
+    if op in READ_OPS:
+        return READ_OPS[op](t, arg)
     if op == "set_protocol":
         old = t.get_protocol()
         cls = StreamRecorder if isinstance(old, BufferedStreamRecorder) else BufferedStreamRecorder
@@ -250,8 +254,6 @@ def _stream_op(t, op: str, arg, rec: Recorder):
         return t.close()
     if op == "abort":
         return t.abort()
-    if op == "size":
-        return min(t.get_write_buffer_size(), 1)
     if op == "state":
         return (t.is_closing(), t.is_reading())
     raise AssertionError(op)
@@ -362,26 +364,16 @@ async def pipe_scenario(loop, seed: int, kind: str, rec: Recorder) -> None:
     writer, _ = await loop.connect_write_pipe(lambda: StreamRecorder("w", rec, False), wf)
 
     def do(op, arg):
-        if op == "write":
-            return writer.write(b"x" * arg)
-        if op == "writelines":
-            return writer.writelines([b"a" * (arg // 2), bytearray(arg - arg // 2)])
-        if op == "write_eof":
-            return writer.write_eof()
-        if op == "pause_reading":
-            return reader.pause_reading()
-        if op == "resume_reading":
-            return reader.resume_reading()
-        if op == "limits":
-            return _set_limits(writer, arg)
+        if op in WRITE_OPS:
+            return WRITE_OPS[op](writer, arg)
+        if op in READ_OPS:
+            return READ_OPS[op](reader, arg)
         if op == "close writer":
             return writer.close()
         if op == "abort writer":
             return writer.abort()
         if op == "close reader":
             return reader.close()
-        if op == "size":
-            return min(writer.get_write_buffer_size(), 1)
         if op == "state":
             return (writer.is_closing(), reader.is_closing(), reader.is_reading(),
                     writer.can_write_eof())
