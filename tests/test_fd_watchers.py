@@ -425,6 +425,33 @@ def test_fd_closed_while_watched_both_ways_is_forgotten(loop, first):
         d.close()
 
 
+def test_watching_a_reused_fd_number_the_kernel_forgot_raises_once(loop):
+    # A reader is left on an fd that is then closed, and a new socket gets
+    # the number. Adding a writer asks the kernel to change a watch it no
+    # longer has: asyncio raises FileNotFoundError and forgets the fd (it
+    # does not quietly watch the new socket with the old reader).
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(fd, lambda: None)
+    a.close()
+    b.close()
+    c, d = socket.socketpair()
+    try:
+        assert c.fileno() == fd
+        with pytest.raises(FileNotFoundError):
+            loop.add_writer(fd, lambda: None)
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+        fired = loop.create_future()
+        loop.add_reader(fd, lambda: fired.done() or fired.set_result(c.recv(10)))
+        d.send(b"y")
+        assert _run_until(loop, fired, timeout=2) == b"y"
+        assert loop.remove_reader(fd) is True
+    finally:
+        c.close()
+        d.close()
+
+
 HUGE_FD_WATCHES = """
 import asyncio, resource, sys
 # A regression would try to allocate up to the fd number (32 GiB near
