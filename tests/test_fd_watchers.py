@@ -390,6 +390,16 @@ def test_remove_watch_of_closed_socket_object(loop, kind):
         add(a, lambda: None)  # a closed, unwatched socket is still refused
 
 
+def _assert_reader_fires(loop, c, d):
+    """A reader added on `c`'s fd number fires for data from `d`, and is
+    then removed: the number is watched from scratch."""
+    fired = loop.create_future()
+    loop.add_reader(c.fileno(), lambda: fired.done() or fired.set_result(c.recv(10)))
+    d.send(b"x")
+    assert _run_until(loop, fired, timeout=2) == b"x"
+    assert loop.remove_reader(c.fileno()) is True
+
+
 @pytest.mark.parametrize("first", ["reader", "writer"])
 def test_fd_closed_while_watched_both_ways_is_forgotten(loop, first):
     # libpq does this when an async connect is refused (found by aiopg's
@@ -415,11 +425,7 @@ def test_fd_closed_while_watched_both_ways_is_forgotten(loop, first):
     c, d = socket.socketpair()
     try:
         assert c.fileno() == fd  # the lowest free number: the one just freed
-        fired = loop.create_future()
-        loop.add_reader(fd, lambda: fired.done() or fired.set_result(c.recv(10)))
-        d.send(b"x")
-        assert _run_until(loop, fired, timeout=2) == b"x"
-        assert loop.remove_reader(fd) is True
+        _assert_reader_fires(loop, c, d)
     finally:
         c.close()
         d.close()
@@ -442,11 +448,7 @@ def test_watching_a_reused_fd_number_the_kernel_forgot_raises_once(loop):
             loop.add_writer(fd, lambda: None)
         assert loop.remove_reader(fd) is False
         assert loop.remove_writer(fd) is False
-        fired = loop.create_future()
-        loop.add_reader(fd, lambda: fired.done() or fired.set_result(c.recv(10)))
-        d.send(b"y")
-        assert _run_until(loop, fired, timeout=2) == b"y"
-        assert loop.remove_reader(fd) is True
+        _assert_reader_fires(loop, c, d)
     finally:
         c.close()
         d.close()
