@@ -350,8 +350,6 @@ impl Handle {
                 // callback as asyncio's does (the report then says "None()").
                 if take && !self.is_cancelled() {
                     self.callback.with(py, |slot| *slot = Some(cb));
-                } else {
-                    drop(cb);
                 }
                 RunOutcome::Failed(e)
             }
