@@ -12,8 +12,10 @@ or run a script unchanged with ``python -m ferroloop script.py``.
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any, Coroutine, TypeVar
 
+from . import _compat
 from ._ferroloop import Handle, TimerHandle
 from .loop import Loop
 from .policy import EventLoopPolicy
@@ -30,8 +32,28 @@ def new_event_loop() -> Loop:
 
 
 def install() -> None:
-    """Make ferroloop the loop asyncio creates from now on (sets the policy)."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    """Make ferroloop the loop asyncio creates from now on (sets the policy).
+
+    Event loop policies are deprecated from Python 3.14 and go in 3.16; there
+    this warns, as `asyncio.set_event_loop_policy` does. `ferroloop.run()`
+    and `asyncio.Runner(loop_factory=ferroloop.new_event_loop)` need no
+    policy."""
+    if _compat.POLICIES_DEPRECATED:
+        warnings.warn(
+            "ferroloop.install() sets an event loop policy, and policies are "
+            "deprecated since Python 3.14 (to be removed in 3.16); use "
+            "ferroloop.run(main()) or "
+            "asyncio.Runner(loop_factory=ferroloop.new_event_loop) instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    _install()
+
+
+def _install() -> None:
+    # `python -m ferroloop` too: the launcher swaps the loop of a program
+    # that never asked for one, so it has nothing to warn its user about.
+    _compat.set_event_loop_policy(EventLoopPolicy())
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:

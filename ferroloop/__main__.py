@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "-m" and len(argv) < 2:
         print(USAGE, file=sys.stderr)
         return 2
-    ferroloop.install()
+    ferroloop._install()
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _excepthook
     if argv[0] == "-m":

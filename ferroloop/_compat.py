@@ -10,6 +10,7 @@ import inspect
 import sys
 
 from asyncio import base_events as _base_events
+from asyncio import coroutines as _coroutines
 from asyncio import events as _events
 
 #: asyncio.Server keeps its connections (for close_clients/abort_clients)
@@ -40,6 +41,19 @@ def check_datagram_socket(sock, socket_module) -> None:
     elif sock.type != socket_module.SOCK_DGRAM:
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
+#: From 3.14 event loop policies are deprecated (removal planned for 3.16):
+#: asyncio.set_event_loop_policy() warns, and the private setter behind it
+#: does not.
+POLICIES_DEPRECATED = sys.version_info >= (3, 14)
+set_event_loop_policy = getattr(
+    _events, "_set_event_loop_policy", _events.set_event_loop_policy)
+
+#: The coroutine-function test behind "coroutines cannot be used with
+#: call_soon()". From 3.14 the public asyncio.iscoroutinefunction warns
+#: (deprecated); asyncio's loops call the private one, and so does ferroloop.
+iscoroutinefunction = getattr(
+    _coroutines, "_iscoroutinefunction", _coroutines.iscoroutinefunction)
+
 #: A stock loop's base class, whose methods tests patch (see below).
 BaseEventLoop = _base_events.BaseEventLoop
 #: Stops the loop once the future given to run_until_complete is done.
@@ -50,14 +64,6 @@ ipaddr_info = _base_events._ipaddr_info
 check_ssl_socket = _base_events._check_ssl_socket
 #: The handle formatter used in asyncio's slow-callback warning.
 format_handle = _base_events._format_handle
-
-
-def create_task_with_factory(loop, coro, name, context):
-    """create_task through the loop's task factory, exactly as this
-    Python's asyncio does it (how the name and context reach the factory
-    changes between versions: _set_task_name, set_name, keyword arguments)."""
-    return _base_events.BaseEventLoop.create_task(
-        loop, coro, name=name, context=context)
 
 
 def get_running_loop():

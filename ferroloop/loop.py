@@ -294,14 +294,12 @@ class Loop(
     def create_future(self) -> asyncio.Future:
         return futures.Future(loop=self)
 
-    def create_task(self, coro, *, name=None, context=None) -> asyncio.Task:
-        if self._task_factory is not None:
-            return _compat.create_task_with_factory(self, coro, name, context)
-        self._check_closed()
-        task = tasks.Task(coro, loop=self, name=name, context=context)
-        if task._source_traceback:
-            del task._source_traceback[-1]
-        return task
+    # asyncio's own method: its signature and its rules change between
+    # versions (how name and context reach a task factory; from 3.14 any
+    # keyword, eager_start among them, goes on to Task or the factory as
+    # given). The native entry bound while running (`_bind_hot_methods`)
+    # makes the common call, and hands every other one to this.
+    create_task = base_events.BaseEventLoop.create_task
 
     def set_task_factory(self, factory) -> None:
         if factory is not None and not callable(factory):
@@ -314,7 +312,7 @@ class Loop(
     # ---- callbacks: checks the native side asks for --------------------------
 
     def _check_callback(self, callback, method: str) -> None:
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(
+        if coroutines.iscoroutine(callback) or _compat.iscoroutinefunction(
             callback
         ):
             raise TypeError(f"coroutines cannot be used with {method}()")
@@ -550,7 +548,7 @@ class Loop(
     def add_signal_handler(self, sig: int, callback, *args) -> None:
         """Run callback(*args) on the loop when sig arrives. The OS handler is
         in place when this returns, so a signal sent right after is seen."""
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(
+        if coroutines.iscoroutine(callback) or _compat.iscoroutinefunction(
             callback
         ):
             raise TypeError("coroutines cannot be used with add_signal_handler()")

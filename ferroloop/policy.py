@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+from asyncio import unix_events
 
 from .loop import Loop
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+# The class behind asyncio.DefaultEventLoopPolicy, by the name it has on
+# every version: from 3.14 reading that public alias warns (policies are
+# deprecated there), and importing ferroloop must not.
+class EventLoopPolicy(unix_events._UnixDefaultEventLoopPolicy):
     """The stock policy (child watchers and all), with ferroloop loops."""
 
     _loop_factory = Loop

@@ -96,6 +96,70 @@ def test_create_task_argument_forms(loop):
         c.close()
 
 
+# Keyword sets that reach loop.create_task (from asyncio.create_task,
+# TaskGroup.create_task and users). Which ones a loop accepts, and what its
+# task factory then receives, is the running Python's rule: 3.14 passes any
+# keyword on as given, eager_start among them; before, name and context only.
+CREATE_TASK_KEYWORDS = [
+    {}, {"name": "n"}, {"context": None}, {"name": None, "context": "copy"},
+    {"eager_start": True}, {"eager_start": False, "name": "e"}, {"bogus": 1},
+]
+
+
+def _create_task_outcome(loop, kwargs, with_factory, inside):
+    """What one create_task call did: refused (TypeError) or the task's
+    result and name, and the keywords the task factory got."""
+    seen = []
+    if with_factory:
+        def factory(lp, coro, **kw):
+            seen.append(sorted(kw))
+            return asyncio.Task(coro, loop=lp, **kw)
+
+        loop.set_task_factory(factory)
+    kwargs = dict(kwargs)
+    if kwargs.get("context") == "copy":
+        kwargs["context"] = contextvars.copy_context()
+
+    async def job():
+        return 7
+
+    def attempt():
+        coro = job()
+        try:
+            return loop.create_task(coro, **kwargs)
+        except TypeError:
+            coro.close()
+            return None
+
+    async def from_inside():
+        return attempt()
+
+    # Inside a run, ferroloop's native create_task entry takes the call.
+    task = run(loop, from_inside()) if inside else attempt()
+    if task is None:
+        got = "TypeError"
+    else:
+        got = run(loop, task), task.get_name() if kwargs.get("name") else None
+    return sorted(kwargs), with_factory, inside, got, seen
+
+
+def test_create_task_keywords_follow_this_python(ferroloop):
+    outcomes = {}
+    for kind, make in (("asyncio", asyncio.SelectorEventLoop),
+                       ("ferroloop", ferroloop.new_event_loop)):
+        outcomes[kind] = []
+        for with_factory in (False, True):
+            for inside in (False, True):
+                for kwargs in CREATE_TASK_KEYWORDS:
+                    lp = make()
+                    try:
+                        outcomes[kind].append(
+                            _create_task_outcome(lp, kwargs, with_factory, inside))
+                    finally:
+                        lp.close()
+    assert outcomes["ferroloop"] == outcomes["asyncio"]
+
+
 def test_create_task_on_closed_loop_refused(loop_factory):
     lp = loop_factory()
     lp.close()

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -68,8 +69,21 @@ def test_policy_get_event_loop_in_main_thread(ferroloop):
         loop.close()
 
 
+def _install(ferroloop):
+    """ferroloop.install(), which warns where policies are deprecated (3.14+)."""
+    if sys.version_info >= (3, 14):
+        with pytest.warns(DeprecationWarning, match=r"ferroloop\.run\(") as seen:
+            ferroloop.install()
+        # Pointed at the caller, as asyncio's own deprecation warnings are.
+        assert [w.filename for w in seen] == [__file__]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ferroloop.install()
+
+
 def test_install_sets_policy(ferroloop):
-    ferroloop.install()
+    _install(ferroloop)
     policy = asyncio.get_event_loop_policy()
     assert isinstance(policy, ferroloop.EventLoopPolicy)
     loop = asyncio.new_event_loop()
@@ -80,7 +94,7 @@ def test_install_sets_policy(ferroloop):
 
 
 def test_asyncio_run_under_installed_policy(ferroloop):
-    ferroloop.install()
+    _install(ferroloop)
 
     async def main():
         return type(asyncio.get_running_loop())
@@ -224,6 +238,37 @@ def _parse(proc):
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     assert lines, (proc.returncode, proc.stdout, proc.stderr)
     return json.loads(lines[-1])
+
+
+def test_import_run_and_launcher_raise_no_deprecation_warning(ferroloop, tmp_path):
+    """ferroloop must not lean on what this Python deprecates: from 3.14
+    that includes asyncio.DefaultEventLoopPolicy, set_event_loop_policy and
+    asyncio.iscoroutinefunction. With every warning an error, importing it,
+    running a program on it (including the callback checks that refuse a
+    coroutine function) and the launcher all still work."""
+    code = textwrap.dedent("""
+        import asyncio, ferroloop
+        async def main():
+            loop = asyncio.get_running_loop()
+            async def coro_fn():
+                pass
+            try:
+                loop.call_soon(coro_fn)
+            except TypeError as e:
+                return str(e)
+        print(ferroloop.run(main()))
+    """)
+    strict = [sys.executable, "-W", "error", "-X", "dev"]
+    proc = subprocess.run(strict + ["-c", code], capture_output=True, text=True,
+                          timeout=30, env=subprocess_env())
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0, "coroutines cannot be used with call_soon()\n", "")
+    path = tmp_path / "script.py"
+    path.write_text(SCRIPT)
+    proc = subprocess.run(strict + ["-m", "ferroloop", str(path)], capture_output=True,
+                          text=True, timeout=30, env=subprocess_env())
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert _parse(proc)["is_ferroloop"] is True
 
 
 def test_main_module_runs_script_with_argv(ferroloop, tmp_path):
