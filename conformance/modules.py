@@ -126,7 +126,9 @@ class _SubprocessLoopNoWatcher:
 def _gen_events(mod: ModuleType, kind: LoopKind, factory: LoopFactory) -> list[type[unittest.TestCase]]:
     # Concrete stdlib classes: {Select,Poll,EPoll,Kqueue}EventLoopTests =
     # (UnixEventLoopTestsMixin, SubprocessTestsMixin, test_utils.TestCase).
-    loop_mixin = mod.UnixEventLoopTestsMixin if kind.needs_child_watcher else mod.EventLoopTestsMixin
+    # 3.14 has no watchers, and its test_events no watcher mixin.
+    watcher_mixin = getattr(mod, "UnixEventLoopTestsMixin", mod.EventLoopTestsMixin)
+    loop_mixin = watcher_mixin if kind.needs_child_watcher else mod.EventLoopTestsMixin
     return [
         _make_class(
             mod,

@@ -2,12 +2,14 @@
 cases (signals, early-closed pipes, a stalled reader, many children, failed
 exec, loops outside the main thread).
 
-Stock asyncio 3.11 needs a child watcher to reap children; the ``sp_loop``
-fixture attaches a ThreadedChildWatcher (3.11's default) for the asyncio
-param, as the stdlib's own subprocess tests do. ferroloop reaps its own
-children and gets none."""
+Stock asyncio before 3.14 needs a child watcher to reap children; the
+``sp_loop`` fixture attaches a ThreadedChildWatcher (3.11's default) for the
+asyncio param, as the stdlib's own subprocess tests do (3.14 has no watchers:
+its loops reap their children themselves). ferroloop reaps its own children
+and gets none."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,17 +25,25 @@ from conftest import run
 PY = sys.executable
 
 
+@contextlib.contextmanager
+def stock_child_watcher(loop_kind):
+    """The ThreadedChildWatcher a stock loop reaps its children with, where
+    this Python has watchers at all (before 3.14)."""
+    if loop_kind != "asyncio" or not hasattr(asyncio, "ThreadedChildWatcher"):
+        yield
+        return
+    watcher = asyncio.ThreadedChildWatcher()
+    asyncio.get_event_loop_policy().set_child_watcher(watcher)
+    try:
+        yield
+    finally:
+        asyncio.get_event_loop_policy().set_child_watcher(None)
+        watcher.close()
+
+
 @pytest.fixture
 def sp_loop(loop, loop_kind):
-    if loop_kind == "asyncio":
-        watcher = asyncio.ThreadedChildWatcher()
-        asyncio.get_event_loop_policy().set_child_watcher(watcher)
-        try:
-            yield loop
-        finally:
-            asyncio.get_event_loop_policy().set_child_watcher(None)
-            watcher.close()
-    else:
+    with stock_child_watcher(loop_kind):
         yield loop
 
 
@@ -315,9 +325,6 @@ def test_cancelled_spawn_leaves_no_child(sp_loop):
 
 
 def test_loop_in_a_thread(loop_kind, loop_factory):
-    if loop_kind == "asyncio":
-        watcher = asyncio.ThreadedChildWatcher()
-        asyncio.get_event_loop_policy().set_child_watcher(watcher)
     result = []
 
     def worker():
@@ -336,12 +343,10 @@ def test_loop_in_a_thread(loop_kind, loop_factory):
         finally:
             lp.close()
 
-    th = threading.Thread(target=worker)
-    th.start()
-    th.join()
-    if loop_kind == "asyncio":
-        asyncio.get_event_loop_policy().set_child_watcher(None)
-        watcher.close()
+    with stock_child_watcher(loop_kind):
+        th = threading.Thread(target=worker)
+        th.start()
+        th.join()
     assert result == [(b"threaded\n", 4)]
 
 
