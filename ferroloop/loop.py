@@ -401,7 +401,10 @@ class Loop(
 
     @property
     def _debug(self) -> bool:
-        return self.get_debug()
+        # The flag itself, as BaseEventLoop's attribute is: not get_debug(),
+        # which a subclass may override (and which a class mixing in
+        # BaseEventLoop, as looptime's patch does, answers with _debug).
+        return LoopCore.get_debug(self)
 
     @_debug.setter
     def _debug(self, enabled: bool) -> None:

@@ -21,6 +21,31 @@ def test_set_get_debug(loop):
     assert loop.get_debug() is False
 
 
+def test_debug_attribute_is_the_flag_not_get_debug(loop):
+    """`loop._debug` is the flag set_debug() sets, whatever get_debug() says:
+    a subclass's override of get_debug() does not change it, and a class
+    whose get_debug() reads `_debug` (BaseEventLoop's does) still works."""
+    base = type(loop)
+    loop.set_debug(True)
+
+    class AlwaysQuiet(base):
+        def get_debug(self):
+            return False
+
+    class ReadsTheFlag(base):
+        def get_debug(self):
+            return self._debug
+
+    for cls in (AlwaysQuiet, ReadsTheFlag):
+        loop.__class__ = cls
+        try:
+            assert loop._debug is True
+        finally:
+            loop.__class__ = base
+    loop._debug = False
+    assert loop.get_debug() is False
+
+
 def test_runner_debug_true(loop_factory):
     async def main():
         return asyncio.get_running_loop().get_debug()
