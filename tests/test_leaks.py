@@ -16,6 +16,7 @@ import socket
 import struct
 
 from _certs import client_context, server_context
+from test_streams import Echo
 
 LIFETIMES = 400
 WARM_UP = 40
@@ -32,14 +33,6 @@ def _rss_mib():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class _Echo(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.transport.write(data)
 
 
 class _DatagramEcho(asyncio.DatagramProtocol):
@@ -76,7 +69,7 @@ async def _lifetime(i, tmp_path, tls):
 
     # A Unix connection aborted with data in flight.
     path = str(tmp_path / f"s{i % 3}")
-    server = await loop.create_unix_server(_Echo, path)
+    server = await loop.create_unix_server(Echo, path)
     transport, _ = await loop.create_unix_connection(asyncio.Protocol, path)
     transport.write(b"hi")
     transport.abort()
